@@ -1,0 +1,1 @@
+"""The ``TenantApiKey`` resource: its vocabulary, its pydantic model and its CRD."""

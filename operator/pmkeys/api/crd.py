@@ -1,0 +1,157 @@
+"""Generate the ``TenantApiKey`` CustomResourceDefinition from the pydantic models.
+
+pydantic emits JSON Schema (``$ref``, ``anyOf`` with ``null``, titles); the API server wants a
+*structural* OpenAPI v3 schema. :func:`structural` rewrites one into the other, keeping the
+``x-kubernetes-*`` extensions the models carry. ``python -m pmkeys.api.crd`` prints the YAML
+that lives in ``crds/`` (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from pmkeys.api import vocabulary as v
+from pmkeys.api.model import SPEC_VALIDATIONS, TenantApiKeySpec, TenantApiKeyStatus
+
+_DROP = {"title"}
+
+
+def structural(model: type[BaseModel], *, with_defaults: bool = True) -> dict[str, Any]:
+    """The structural OpenAPI schema of ``model`` (``$ref`` inlined, nullables flattened)."""
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    defs = schema.pop("$defs", {})
+    return _convert(schema, defs, with_defaults=with_defaults)
+
+
+def _convert(node: Any, defs: dict[str, Any], *, with_defaults: bool) -> Any:
+    if isinstance(node, list):
+        return [_convert(item, defs, with_defaults=with_defaults) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    if "$ref" in node:
+        target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
+        node = {**target, **node}
+    if "anyOf" in node:
+        branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
+        if len(branches) != 1:
+            raise ValueError(f"cannot express union {branches} in a structural schema")
+        node = {**branches[0], **node}
+    if node.get("default", ...) is None:
+        node.pop("default")
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    if not with_defaults:
+        node.pop("default", None)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP:
+            continue
+        if key == "properties":
+            out[key] = {
+                name: _convert(prop, defs, with_defaults=with_defaults)
+                for name, prop in value.items()
+            }
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = _convert(value, defs, with_defaults=with_defaults)
+        else:
+            out[key] = value
+    if out.get("type") == "object" and "properties" in out and with_defaults:
+        _default_nested_objects(out)
+    return out
+
+
+def _default_nested_objects(node: dict[str, Any]) -> None:
+    """Give object/array properties that have defaults inside an explicit empty default,
+    so the API server fills in their nested defaults when the user omits them."""
+    required = set(node.get("required", ()))
+    for name, prop in node["properties"].items():
+        if name in required or "default" in prop:
+            continue
+        if prop.get("type") == "object":
+            prop["default"] = {}
+        elif prop.get("type") == "array":
+            prop["default"] = []
+
+
+def spec_schema() -> dict[str, Any]:
+    schema = structural(TenantApiKeySpec)
+    schema["x-kubernetes-validations"] = SPEC_VALIDATIONS
+    schema["description"] = "Desired state of a tenant's API key."
+    return schema
+
+
+def status_schema() -> dict[str, Any]:
+    schema = structural(TenantApiKeyStatus, with_defaults=False)
+    schema["description"] = "Observed state, written by the operator (usage by the verifier)."
+    return schema
+
+
+def printer_columns() -> list[dict[str, Any]]:
+    return [
+        {"name": "Tenant", "type": "string", "jsonPath": ".spec.tenant"},
+        {"name": "Tier", "type": "string", "jsonPath": ".spec.tier"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Prefix", "type": "string", "jsonPath": ".status.displayPrefix"},
+        {"name": "Last-Used", "type": "date", "jsonPath": ".status.usage.lastUsedAt"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+
+def crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{v.PLURAL}.{v.GROUP}"},
+        "spec": {
+            "group": v.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": v.KIND,
+                "listKind": f"{v.KIND}List",
+                "plural": v.PLURAL,
+                "singular": v.SINGULAR,
+                "shortNames": list(v.SHORT_NAMES),
+                "categories": ["penguinmails"],
+            },
+            "versions": [
+                {
+                    "name": v.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": printer_columns(),
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": (
+                                "An API key of a PenguinMails tenant. The operator issues it "
+                                "into a Secret (plaintext) and Vault (bcrypt hash)."
+                            ),
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": status_schema(),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render() -> str:
+    header = "# Generated by `python -m pmkeys.api.crd` from pmkeys/api/model.py; do not edit.\n"
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=100)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
