@@ -57,9 +57,7 @@ class RestartTarget(_Model):
     kind: Literal["Deployment", "StatefulSet"] = Field(
         description="Kind of the workload: Deployment or StatefulSet."
     )
-    name: str = Field(
-        max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the workload."
-    )
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the workload.")
 
 
 class Rotation(_Model):

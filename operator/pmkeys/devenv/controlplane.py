@@ -95,7 +95,9 @@ class ControlPlane:
         )
         proc.start()
         self.processes.append(proc)
-        proc.wait_ready(lambda: httpx.get(f"{client}/health", timeout=1).status_code == 200, timeout=30)
+        proc.wait_ready(
+            lambda: httpx.get(f"{client}/health", timeout=1).status_code == 200, timeout=30
+        )
 
     def _start_apiserver(self, certs: pki.Pki) -> None:
         proc = ServerProcess(
@@ -192,7 +194,9 @@ class ControlPlane:
         proc.start()
         self.processes.append(proc)
         proc.wait_ready(
-            lambda: httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=1).status_code
-            == 200,
+            lambda: (
+                httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=1).status_code
+                == 200
+            ),
             timeout=60,
         )

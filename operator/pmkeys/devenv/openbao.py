@@ -19,8 +19,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hvac
 import httpx
+import hvac
 
 from pmkeys.devenv import binaries
 from pmkeys.devenv.processes import ServerProcess, free_port

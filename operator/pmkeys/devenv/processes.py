@@ -36,7 +36,7 @@ def wait_until(
         try:
             if probe():
                 return
-        except Exception:  # noqa: BLE001 - a probe may fail in any way while starting
+        except Exception:
             pass
         time.sleep(interval)
     raise StartupError(f"{what} was not ready within {timeout:.0f}s")
@@ -122,7 +122,7 @@ class ServerProcess:
                     return
             except StartupError:
                 raise
-            except Exception:  # noqa: BLE001 - not ready yet
+            except Exception:
                 pass
             time.sleep(0.1)
         raise StartupError(f"{self.name} was not ready within {timeout:.0f}s; see {self.log_path}")

@@ -1,0 +1,3 @@
+from pmkeys.cli import main
+
+main()

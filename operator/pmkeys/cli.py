@@ -1,0 +1,111 @@
+"""``pmkeys``: run a component, bring up the local environment, print deployable artefacts.
+
+    pmkeys operator            run the kopf operator (settings from PMKEYS_* variables)
+    pmkeys verifier            run the verifier HTTP service
+    pmkeys ui                  run the self-service web UI
+    pmkeys dev up|down|env     the local control plane + OpenBao, in the background
+    pmkeys demo                dev up + every component + examples/, then a tour
+    pmkeys crd                 print the CRD generated from the model
+    pmkeys vault-policy NAME   print the Vault policy of a component
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from pmkeys import __version__
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_operator(_: argparse.Namespace) -> None:
+    from pmkeys.config import OperatorSettings
+    from pmkeys.reconcile import handlers
+
+    settings = OperatorSettings()
+    _setup_logging(settings.log_level)
+    asyncio.run(handlers.run(settings))
+
+
+def cmd_verifier(_: argparse.Namespace) -> None:
+    from pmkeys.config import VerifierSettings
+    from pmkeys.verify import service
+
+    settings = VerifierSettings()
+    _setup_logging(settings.log_level)
+    service.run(settings)
+
+
+def cmd_ui(_: argparse.Namespace) -> None:
+    from pmkeys.config import UiSettings
+    from pmkeys.ui import app
+
+    settings = UiSettings()
+    _setup_logging(settings.log_level)
+    app.run(settings)
+
+
+def cmd_crd(_: argparse.Namespace) -> None:
+    from pmkeys.api import crd
+
+    sys.stdout.write(crd.render())
+
+
+def cmd_vault_policy(args: argparse.Namespace) -> None:
+    from pmkeys.vault.policies import POLICIES
+
+    sys.stdout.write(POLICIES[args.component](mount=args.mount, prefix=args.prefix))
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    from pmkeys.devenv import demo
+
+    {"up": demo.up, "down": demo.down, "env": demo.print_env}[args.action](args)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from pmkeys.devenv import demo
+
+    demo.demo(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pmkeys", description="Self-service API keys for PenguinMails tenants.")
+    p.add_argument("--version", action="version", version=f"pmkeys {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("operator", help="run the operator").set_defaults(fn=cmd_operator)
+    sub.add_parser("verifier", help="run the verifier HTTP service").set_defaults(fn=cmd_verifier)
+    sub.add_parser("ui", help="run the self-service web UI").set_defaults(fn=cmd_ui)
+    sub.add_parser("crd", help="print the TenantApiKey CRD").set_defaults(fn=cmd_crd)
+    pol = sub.add_parser("vault-policy", help="print a component's Vault policy")
+    pol.add_argument("component", choices=["operator", "verifier"])
+    pol.add_argument("--mount", default="secret")
+    pol.add_argument("--prefix", default="pmkeys")
+    pol.set_defaults(fn=cmd_vault_policy)
+    dev = sub.add_parser("dev", help="the local environment (control plane + OpenBao)")
+    dev.add_argument("action", choices=["up", "down", "env"])
+    dev.add_argument("--state", type=Path, default=None, help="state file (default .cache/dev/state.json)")
+    dev.add_argument("--components", action="store_true", help="also start operator, verifier and UI")
+    dev.add_argument("--bcrypt-cost", type=int, default=12)
+    dev.set_defaults(fn=cmd_dev)
+    demo = sub.add_parser("demo", help="bring everything up, apply examples/ and show the result")
+    demo.add_argument("--state", type=Path, default=None)
+    demo.add_argument("--bcrypt-cost", type=int, default=12)
+    demo.add_argument("--examples", type=Path, default=None)
+    demo.set_defaults(fn=cmd_demo, components=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.fn(args)

@@ -1,0 +1,112 @@
+"""Settings of every component, from environment variables or a YAML file.
+
+Environment variables use the ``PMKEYS_`` prefix and ``__`` for nesting
+(``PMKEYS_VAULT__ADDR``, ``PMKEYS_VAULT__AUTH=kubernetes``). ``PMKEYS_CONFIG=/path.yaml``
+loads a file first; variables override it. The Helm chart sets the variables.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from pmkeys.keys.hashing import PRODUCTION_COST
+
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+class VaultSettings(BaseModel):
+    addr: str = "http://127.0.0.1:8200"
+    auth: Literal["token", "kubernetes"] = "token"
+    token: SecretStr | None = None
+    #: Kubernetes auth: the Vault role, the auth mount and the ServiceAccount token file.
+    role: str = "pmkeys-operator"
+    auth_mount: str = "kubernetes"
+    token_path: Path = SERVICE_ACCOUNT_TOKEN
+    ca_cert: Path | None = None
+    kv_mount: str = "secret"
+    prefix: str = Field(default="pmkeys", pattern=r"^[a-z0-9][a-z0-9_/-]*[a-z0-9]$")
+    timeout: float = 5.0
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PMKEYS_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    vault: VaultSettings = Field(default_factory=VaultSettings)
+    #: Kubeconfig file; empty means in-cluster config, then ~/.kube/config.
+    kubeconfig: str = ""
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("PMKEYS_CONFIG")
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+
+class OperatorSettings(_Settings):
+    bcrypt_cost: int = Field(default=PRODUCTION_COST, ge=4, le=31)
+    #: bcrypt threads; 0 = one per CPU core.
+    bcrypt_workers: int = Field(default=0, ge=0)
+    #: Namespaces to watch; empty = all namespaces.
+    namespaces: list[str] = Field(default_factory=list)
+    #: kopf peering: empty = standalone (one replica).
+    peering: str = ""
+    priority: int = 0
+    #: Longest random delay added to scheduled rotations, as a fraction of the interval.
+    rotation_jitter: float = Field(default=0.05, ge=0, le=0.5)
+    metrics_port: int = 0
+    #: Revoked records older than this are deleted from Vault (0 = keep forever).
+    retention_days: int = Field(default=400, ge=0)
+    #: Test-only: kill the process with SIGKILL when reaching this crash point.
+    crash_at: str = ""
+
+
+class VerifierSettings(_Settings):
+    bind: str = "127.0.0.1"
+    port: int = 8080
+    cache_ttl: float = Field(default=30.0, gt=0)
+    negative_ttl: float = Field(default=5.0, ge=0)
+    bcrypt_workers: int = Field(default=0, ge=0)
+    bcrypt_max_queue: int = Field(default=64, ge=1)
+    redis_url: str = ""
+    #: When Redis is unreachable: "open" limits each replica locally, "closed" refuses (503).
+    redis_failure_policy: Literal["open", "closed"] = "open"
+    usage_flush_seconds: float = Field(default=10.0, gt=0)
+    #: Failed verifications allowed per client per minute before it gets 429.
+    failed_attempts_per_minute: int = Field(default=30, ge=1)
+    watch: bool = True
+    #: Namespaces whose TenantApiKeys are watched for revocation (empty = all).
+    namespaces: list[str] = Field(default_factory=list)
+    #: Route → scope mapping for the gateway endpoint, as "METHOD /prefix=scope" entries.
+    routes: list[str] = Field(default_factory=list)
+
+
+class UiSettings(_Settings):
+    bind: str = "127.0.0.1"
+    port: int = 8090
+    #: Set the Secure flag on cookies (on behind TLS; off for plain-HTTP local use).
+    secure_cookies: bool = False
+    session_secret: SecretStr | None = None
+    #: Verifier used for "try it" checks (optional).
+    verifier_url: str = ""

@@ -1,0 +1,145 @@
+"""Wire a fresh control plane and OpenBao together the way a real installation would be.
+
+* the CRD, applied and Established;
+* ServiceAccounts for the operator, verifier and UI in ``pmkeys-system``, and one for OpenBao's
+  TokenReview calls (bound to ``system:auth-delegator``);
+* in OpenBao: the Kubernetes auth method pointed at our API server, the least-privilege
+  policies of :mod:`pmkeys.vault.policies` and one role per component bound to its
+  ServiceAccount.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+from kubernetes import client, utils
+from kubernetes.client.exceptions import ApiException
+
+from pmkeys.api import crd
+from pmkeys.devenv.controlplane import ControlPlane
+from pmkeys.devenv.openbao import KV_MOUNT, OpenBao
+from pmkeys.vault.policies import POLICIES
+
+SYSTEM_NAMESPACE = "pmkeys-system"
+COMPONENTS = ("operator", "verifier", "ui")
+REVIEWER = "openbao-token-reviewer"
+VAULT_PREFIX = "pmkeys"
+
+
+def service_account(component: str) -> str:
+    return f"pmkeys-{component}"
+
+
+def apply_crd(api: client.ApiClient) -> None:
+    ext = client.ApiextensionsV1Api(api)
+    manifest = crd.crd()
+    name = manifest["metadata"]["name"]
+    try:
+        ext.create_custom_resource_definition(manifest)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        current = ext.read_custom_resource_definition(name)
+        manifest["metadata"]["resourceVersion"] = current.metadata.resource_version
+        ext.replace_custom_resource_definition(name, manifest)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        conditions = ext.read_custom_resource_definition(name).status.conditions or []
+        if any(c.type == "Established" and c.status == "True" for c in conditions):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"CRD {name} not Established after 30s")
+
+
+def apply_manifests(api: client.ApiClient, documents: list[dict[str, object]]) -> None:
+    for doc in documents:
+        try:
+            utils.create_from_dict(api, doc)
+        except utils.FailToCreateError as exc:
+            if not all(getattr(e, "status", None) == 409 for e in exc.api_exceptions):
+                raise
+
+
+def service_accounts(api: client.ApiClient) -> None:
+    docs: list[dict[str, object]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": REVIEWER, "namespace": SYSTEM_NAMESPACE},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"{REVIEWER}-auth-delegator"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:auth-delegator",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": REVIEWER, "namespace": SYSTEM_NAMESPACE}],
+        },
+    ]
+    docs += [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": service_account(c), "namespace": SYSTEM_NAMESPACE},
+        }
+        for c in COMPONENTS
+    ]
+    apply_manifests(api, docs)
+
+
+def token(api: client.ApiClient, name: str, *, namespace: str = SYSTEM_NAMESPACE, hours: int = 24) -> str:
+    """A ServiceAccount token from the TokenRequest API (what a pod's projected volume holds)."""
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=hours * 3600)
+    )
+    response = client.CoreV1Api(api).create_namespaced_service_account_token(name, namespace, request)
+    return str(response.status.token)
+
+
+def configure_openbao(bao: OpenBao, cp: ControlPlane, api: client.ApiClient) -> None:
+    bao.enable_kubernetes_auth(
+        kubernetes_host=cp.url, ca_cert=cp.ca_cert, reviewer_jwt=token(api, REVIEWER)
+    )
+    root = bao.client()
+    for component, policy in POLICIES.items():
+        name = service_account(component)
+        root.sys.create_or_update_policy(name, policy(mount=KV_MOUNT, prefix=VAULT_PREFIX))
+        root.auth.kubernetes.create_role(
+            name,
+            bound_service_account_names=[name],
+            bound_service_account_namespaces=[SYSTEM_NAMESPACE],
+            policies=[name],
+            ttl="1h",
+            max_ttl="24h",
+        )
+
+
+def write_token_files(api: client.ApiClient, directory: Path) -> dict[str, Path]:
+    """One token file per component, as a pod would have mounted."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for component in COMPONENTS:
+        path = directory / f"{component}.token"
+        path.write_text(token(api, service_account(component)))
+        path.chmod(0o600)
+        files[component] = path
+    return files
+
+
+def tenant_namespace(api: client.ApiClient, name: str, tenant: str) -> None:
+    body = {"metadata": {"name": name, "labels": {"penguinmails.io/tenant": tenant}}}
+    try:
+        client.CoreV1Api(api).create_namespace(body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def load_yaml_documents(path: Path) -> list[dict[str, object]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]

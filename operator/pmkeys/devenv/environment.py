@@ -1,0 +1,149 @@
+"""The whole local environment: control plane + OpenBao (+ Redis), bootstrapped, and the
+product's components started as processes against it.
+
+``pmkeys dev up`` keeps one running in the background (state in ``.cache/dev/state.json``,
+stopped by ``pmkeys dev down``); the test suite starts one per session.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from pmkeys.devenv import bootstrap
+from pmkeys.devenv.controlplane import ControlPlane
+from pmkeys.devenv.openbao import KV_MOUNT, OpenBao
+from pmkeys.devenv.processes import ServerProcess, free_port, pid_alive, terminate_pid
+from pmkeys.kubeclient import api_client
+
+
+@dataclass
+class LocalEnvironment:
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pmkeys-env-")))
+    bao_mode: str = "dev"
+    controlplane: ControlPlane = field(init=False)
+    openbao: OpenBao = field(init=False)
+    token_files: dict[str, Path] = field(default_factory=dict)
+    components: list[ServerProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.controlplane = ControlPlane(workdir=self.workdir / "controlplane")
+        self.openbao = OpenBao(mode=self.bao_mode, workdir=self.workdir / "openbao")
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.controlplane.kubeconfig
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    def start(self) -> None:
+        self.controlplane.start()
+        self.openbao.start()
+        api = api_client(str(self.kubeconfig))
+        bootstrap.apply_crd(api)
+        bootstrap.service_accounts(api)
+        bootstrap.configure_openbao(self.openbao, self.controlplane, api)
+        self.token_files = bootstrap.write_token_files(api, self.workdir / "tokens")
+
+    def stop(self) -> None:
+        for proc in reversed(self.components):
+            proc.stop(grace=5)
+        self.components.clear()
+        self.openbao.stop()
+        self.controlplane.stop()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- component processes -------------------------------------------------------------
+    def component_env(self, component: str, *, kubeconfig: Path | None = None, **extra: str) -> dict[str, str]:
+        """Environment for ``pmkeys <component>``: Vault via the Kubernetes auth method with
+        the component's own ServiceAccount token, as in a pod."""
+        env = {k: val for k, val in os.environ.items() if not k.startswith("PMKEYS_")}
+        env.update(
+            {
+                "PMKEYS_KUBECONFIG": str(kubeconfig or self.kubeconfig),
+                "PMKEYS_VAULT__ADDR": self.openbao.url,
+                "PMKEYS_VAULT__AUTH": "kubernetes",
+                "PMKEYS_VAULT__ROLE": bootstrap.service_account(component),
+                "PMKEYS_VAULT__TOKEN_PATH": str(self.token_files[component]),
+                "PMKEYS_VAULT__KV_MOUNT": KV_MOUNT,
+                "PMKEYS_VAULT__PREFIX": bootstrap.VAULT_PREFIX,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(extra)
+        return env
+
+    def start_component(
+        self, component: str, *args: str, name: str | None = None, ready_url: str | None = None, **env: str
+    ) -> ServerProcess:
+        proc = ServerProcess(
+            name or component,
+            [sys.executable, "-m", "pmkeys", component, *args],
+            log_dir=self.logs,
+            env=self.component_env(component, **env),
+        )
+        proc.start()
+        self.components.append(proc)
+        if ready_url:
+            proc.wait_ready(lambda: httpx.get(ready_url, timeout=1).status_code == 200, timeout=60)
+        return proc
+
+    def kubeconfig_for_token(self, token: str, path: Path) -> Path:
+        """A kubeconfig for the same cluster that authenticates with ``token`` (least-privilege runs)."""
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        config["users"] = [{"name": "token-user", "user": {"token": token}}]
+        config["contexts"][0]["context"]["user"] = "token-user"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    # -- state for `pmkeys dev up/down` -------------------------------------------------
+    def save_state(self, path: Path) -> None:
+        pids = [p.pid for p in self.controlplane.processes + [self.openbao.process] + self.components if p and p.pid]
+        state = {
+            "workdir": str(self.workdir),
+            "kubeconfig": str(self.kubeconfig),
+            "apiserver": self.controlplane.url,
+            "openbao": self.openbao.describe(),
+            "tokens": {k: str(val) for k, val in self.token_files.items()},
+            "pids": pids,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(state, indent=2))
+        path.chmod(0o600)
+
+
+def stop_from_state(path: Path) -> list[int]:
+    """Stop every process a saved environment started and delete its files."""
+    if not path.exists():
+        return []
+    state = json.loads(path.read_text())
+    stopped = []
+    for pid in reversed(state.get("pids", [])):
+        if pid_alive(pid):
+            terminate_pid(pid, grace=5)
+            stopped.append(pid)
+    shutil.rmtree(state.get("workdir", ""), ignore_errors=True)
+    path.unlink()
+    return stopped
+
+
+def free_ports(count: int) -> list[int]:
+    return [free_port() for _ in range(count)]
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()

@@ -1,0 +1,1 @@
+"""Key material: format, digest and hashing. Pure functions and a CPU pool; no I/O."""

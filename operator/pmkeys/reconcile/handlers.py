@@ -1,0 +1,176 @@
+"""kopf registration: which events reach the reconciler, and the operator's runtime.
+
+kopf gives us watches, resume on restart, the finalizer and peering. Decisions and retries
+are ours: every handler calls :meth:`Reconciler.reconcile`, which never raises for Vault or API
+trouble; it reports it in status and returns when to try again, and the :class:`Scheduler`
+wakes the object then. So kopf sees handlers that succeed, and never spins on a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from pmkeys.api import vocabulary as v
+from pmkeys.config import OperatorSettings
+from pmkeys.keys.hashing import Hasher
+from pmkeys.kubeclient import api_client
+from pmkeys.reconcile import crashpoints
+from pmkeys.reconcile.kube import KubeApi
+from pmkeys.reconcile.reconciler import Reconciler
+from pmkeys.reconcile.scheduling import ObjectRef, Scheduler
+from pmkeys.vault.session import VaultSession
+from pmkeys.vault.store import KeyStore
+
+logger = logging.getLogger(__name__)
+RESOURCE = (v.GROUP, v.VERSION, v.PLURAL)
+
+
+@dataclass
+class Runtime:
+    """Everything the handlers share: one Vault session, one bcrypt pool, one scheduler."""
+
+    settings: OperatorSettings
+    kube: KubeApi
+    store: KeyStore
+    hasher: Hasher
+    reconciler: Reconciler
+    scheduler: Scheduler = field(init=False)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.scheduler = Scheduler(self._scheduled)
+
+    @classmethod
+    def create(cls, settings: OperatorSettings) -> Runtime:
+        kube = KubeApi(api_client(settings.kubeconfig))
+        store = KeyStore(VaultSession(settings.vault))
+        hasher = Hasher(cost=settings.bcrypt_cost, workers=settings.bcrypt_workers or None)
+        reconciler = Reconciler(
+            kube=kube, store=store, hasher=hasher, jitter_fraction=settings.rotation_jitter
+        )
+        return cls(settings, kube, store, hasher, reconciler)
+
+    async def reconcile(self, body: Any) -> None:
+        ref = ObjectRef(body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"]["uid"])
+        wake = await self.reconciler.reconcile(body)
+        self.scheduler.cancel(ref.uid)
+        if wake is not None:
+            self.scheduler.schedule(ref, wake)
+
+    async def _scheduled(self, ref: ObjectRef) -> None:
+        body = await self.kube.get_key_object(ref.namespace, ref.name)
+        if body is None or body["metadata"]["uid"] != ref.uid:
+            return
+        if body["metadata"].get("deletionTimestamp"):
+            return
+        await self.reconcile(body)
+
+    def poke(self, ref: ObjectRef) -> None:
+        self.scheduler.schedule(ref, dt.datetime.now(dt.UTC))
+
+    def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        self.kube.close()
+        self.store.session.close()
+        self.hasher.close()
+
+
+def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # In a pod: the ServiceAccount; elsewhere: $KUBECONFIG (set from PMKEYS_KUBECONFIG).
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        configure_kopf(settings, memo.operator_settings)
+        runtime = Runtime.create(memo.operator_settings)
+        runtime.tasks.append(asyncio.create_task(runtime.scheduler.run()))
+        memo.runtime = runtime
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        with contextlib.suppress(AttributeError):
+            memo.runtime.close()
+
+    @kopf.on.resume(*RESOURCE, registry=registry)
+    @kopf.on.create(*RESOURCE, registry=registry)
+    @kopf.on.update(*RESOURCE, registry=registry)
+    async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        await memo.runtime.reconcile(body)
+
+    @kopf.on.delete(*RESOURCE, registry=registry)
+    async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        runtime: Runtime = memo.runtime
+        runtime.scheduler.cancel(body["metadata"]["uid"])
+        try:
+            await runtime.reconciler.finalize(body)
+        except Exception as exc:  # noqa: BLE001 - kopf retries the deletion later
+            raise kopf.TemporaryError(f"could not revoke keys yet: {exc}", delay=10) from None
+
+    @kopf.on.event("v1", "secrets", labels={v.MANAGED_BY_LABEL: v.MANAGED_BY_VALUE}, registry=registry)
+    async def secret_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        """A managed Secret was deleted or edited by someone else: reconcile its owner."""
+        runtime: Runtime = memo.runtime
+        obj = event["object"]
+        meta = obj.get("metadata", {})
+        owner = next((r for r in meta.get("ownerReferences", []) if r.get("kind") == v.KIND), None)
+        if owner is None or event["type"] not in ("DELETED", "MODIFIED"):
+            return
+        if event["type"] == "MODIFIED":
+            if runtime.reconciler.written_secrets.get(owner["uid"]) == meta.get("resourceVersion"):
+                return
+        runtime.poke(ObjectRef(meta["namespace"], owner["name"], owner["uid"]))
+
+    return registry
+
+
+def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
+    settings.persistence.finalizer = v.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"kopf.{v.GROUP}")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=f"kopf.{v.GROUP}", key="last-handled-configuration"
+    )
+    # Our own Events are the audit trail; kopf's per-handler Events would only add noise.
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    settings.batching.worker_limit = 512
+    settings.peering.standalone = not ours.peering
+    if ours.peering:
+        settings.peering.name = ours.peering
+        settings.peering.priority = ours.priority
+        settings.peering.mandatory = True
+
+
+async def run(settings: OperatorSettings) -> None:
+    """Run the operator until cancelled or signalled."""
+    if settings.kubeconfig:
+        os.environ["KUBECONFIG"] = settings.kubeconfig
+    crashpoints.arm(settings.crash_at)
+    if settings.metrics_port:
+        from pmkeys import metrics
+
+        metrics.serve(settings.metrics_port)
+    await kopf.operator(
+        registry=build_registry(settings),
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        standalone=not settings.peering,
+        peering_name=settings.peering or None,
+        priority=settings.priority,
+        memo=kopf.Memo(operator_settings=settings),
+    )

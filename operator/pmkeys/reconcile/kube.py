@@ -1,0 +1,148 @@
+"""The operator's narrow interface to the Kubernetes API.
+
+Secrets, namespaces, status, Events and workload restarts: every call the reconciler makes,
+each one async (the official client is synchronous, so calls run on a thread pool) and each
+one small enough to read at a glance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from pmkeys.api import vocabulary as v
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+class KubeApi:
+    def __init__(self, api: client.ApiClient, *, threads: int = 8) -> None:
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="kube")
+        self.component = "pmkeys-operator"
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    # -- TenantApiKeys -------------------------------------------------------------------
+    async def get_key_object(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._call(
+                lambda: self.custom.get_namespaced_custom_object(
+                    v.GROUP, v.VERSION, namespace, v.PLURAL, name
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self._call(
+            lambda: self.custom.patch_namespaced_custom_object_status(
+                v.GROUP, v.VERSION, namespace, v.PLURAL, name, {"status": status}
+            )
+        )
+
+    # -- namespaces ----------------------------------------------------------------------
+    async def namespace_tenant(self, namespace: str) -> str | None:
+        ns = await self._call(lambda: self.core.read_namespace(namespace))
+        return (ns.metadata.labels or {}).get(v.TENANT_LABEL)
+
+    # -- Secrets -------------------------------------------------------------------------
+    async def read_secret(self, namespace: str, name: str) -> client.V1Secret | None:
+        try:
+            return await self._call(lambda: self.core.read_namespaced_secret(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def create_secret(self, namespace: str, secret: client.V1Secret) -> client.V1Secret:
+        return await self._call(lambda: self.core.create_namespaced_secret(namespace, secret))
+
+    async def replace_secret(self, namespace: str, secret: client.V1Secret) -> client.V1Secret:
+        name = secret.metadata.name
+        return await self._call(
+            lambda: self.core.replace_namespaced_secret(name, namespace, secret)
+        )
+
+    async def delete_secret(self, namespace: str, name: str, *, uid: str | None = None) -> None:
+        """Delete a Secret; with ``uid``, only that exact object (a precondition)."""
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        try:
+            await self._call(
+                lambda: self.core.delete_namespaced_secret(name, namespace, body=options)
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    # -- Events --------------------------------------------------------------------------
+    async def post_event(
+        self, obj: dict[str, Any], *, reason: str, message: str, warning: bool = False
+    ) -> None:
+        """Record an audit Event on a TenantApiKey. Failing to post never fails a reconcile."""
+        meta = obj["metadata"]
+        now = dt.datetime.now(dt.UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=v.API_VERSION,
+                kind=v.KIND,
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta["uid"],
+            ),
+            reason=reason,
+            message=message[:1024],
+            type="Warning" if warning else "Normal",
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component=self.component),
+            reporting_component=self.component,
+            reporting_instance=self.component,
+        )
+        try:
+            await self._call(lambda: self.core.create_namespaced_event(meta["namespace"], event))
+        except ApiException as exc:
+            logger.warning("could not post Event %s: %s", reason, exc.reason)
+
+    # -- workloads -----------------------------------------------------------------------
+    async def restart_workload(self, namespace: str, kind: str, name: str, when: str) -> None:
+        patch = {
+            "spec": {"template": {"metadata": {"annotations": {v.RESTARTED_AT_ANNOTATION: when}}}}
+        }
+        if kind == "Deployment":
+            await self._call(lambda: self.apps.patch_namespaced_deployment(name, namespace, patch))
+        else:
+            await self._call(
+                lambda: self.apps.patch_namespaced_stateful_set(name, namespace, patch)
+            )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def secret_plaintext(secret: client.V1Secret) -> str | None:
+    raw = (secret.data or {}).get(v.SECRET_DATA_KEY)
+    if raw is None:
+        return None
+    try:
+        return base64.b64decode(raw).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        return None
