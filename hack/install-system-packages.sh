@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Debian packages the tests and the demo use: Redis (shared rate limits), nginx (a real
+# auth_request gateway), Lua (the Argo CD health check), Chromium (browser tests).
+# Installs only what is missing; needs root (as on CI) or passwordless sudo.
+set -euo pipefail
+declare -A wanted=([redis-server]=redis-server [nginx]=nginx-light [lua5.4]=lua5.4 [chromium]=chromium)
+missing=()
+for cmd in "${!wanted[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || missing+=("${wanted[$cmd]}")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+sudo=""
+[[ $(id -u) -eq 0 ]] || sudo="sudo"
+echo "installing Debian packages: ${missing[*]}" >&2
+$sudo apt-get update -q
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,82 @@
+"""Shared fixtures: one real local environment per test session.
+
+The session starts etcd, kube-apiserver, kube-controller-manager and OpenBao once (a few
+seconds), the operator once (bcrypt cost 4 to keep the suite fast; the benchmarks use 12), and
+gives every test its own tenant namespace. At the end it stops everything, checks that no
+process is left, and runs the leak scan over everything the run produced.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pmkeys.devenv import bootstrap
+from pmkeys.devenv.environment import LocalEnvironment
+from pmkeys.devenv.processes import ServerProcess, pid_alive
+from pmkeys.kubeclient import api_client
+from tests.kube import Kube, wait_for
+from tests.vaultview import VaultView
+
+TEST_BCRYPT_COST = "4"
+_ISSUED: set[str] = set()
+
+
+@pytest.fixture(scope="session")
+def env() -> Iterator[LocalEnvironment]:
+    environment = LocalEnvironment()
+    try:
+        environment.start()
+        yield environment
+    finally:
+        pids = [p.pid for p in environment.controlplane.processes if p.pid]
+        environment.stop()
+        leftovers = [pid for pid in pids if pid_alive(pid)]
+        environment.cleanup()
+        assert not leftovers, f"processes left behind: {leftovers}"
+        assert not environment.workdir.exists()
+
+
+@pytest.fixture(scope="session")
+def kube(env: LocalEnvironment) -> Kube:
+    return Kube(api_client(str(env.kubeconfig)), env.kubeconfig, _ISSUED)
+
+
+@pytest.fixture(scope="session")
+def vault(env: LocalEnvironment) -> VaultView:
+    return VaultView(env.openbao.client())
+
+
+@pytest.fixture(scope="session")
+def operator(env: LocalEnvironment) -> ServerProcess:
+    """The operator as a separate process, logging into OpenBao with its ServiceAccount."""
+    return env.start_component("operator", name="operator", PMKEYS_BCRYPT_COST=TEST_BCRYPT_COST)
+
+
+@pytest.fixture
+def tenant(kube: Kube) -> Iterator[str]:
+    """A fresh namespace labelled for a fresh tenant; its name is the tenant id."""
+    name = f"t-{secrets.token_hex(4)}"
+    bootstrap.tenant_namespace(kube.api, name, name)
+    yield name
+
+
+@pytest.fixture
+def namespace_factory(kube: Kube) -> Iterator[object]:
+    def make(tenant: str | None, *, prefix: str = "ns") -> str:
+        name = f"{prefix}-{secrets.token_hex(4)}"
+        labels = {"penguinmails.io/tenant": tenant} if tenant else {}
+        kube.core.create_namespace({"metadata": {"name": name, "labels": labels}})
+        return name
+
+    yield make
+
+
+def issued_keys() -> set[str]:
+    return _ISSUED
+
+
+__all__ = ["Kube", "Path", "VaultView", "issued_keys", "wait_for"]
