@@ -14,7 +14,7 @@ from tests.builders import key, with_spec
 from tests.kube import Kube
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
 
