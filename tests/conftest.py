@@ -80,3 +80,13 @@ def issued_keys() -> set[str]:
 
 
 __all__ = ["Kube", "Path", "VaultView", "issued_keys", "wait_for"]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    from tests import report
+
+    lines = report.render()
+    if lines:
+        terminalreporter.section("fault scenarios")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -3,8 +3,8 @@
 Two modes:
 
 * ``dev`` — ``bao server -dev``: in memory, unsealed, a random root token. Demos and most tests.
-* ``file`` — a real server with file storage, initialised with one unseal key, so that fault
-  tests can seal and unseal it and restart it without losing records.
+* ``raft`` — a real server with integrated (raft) storage on disk, initialised with one unseal
+  key, so that fault tests can seal and unseal it and restart it without losing records.
 
 Either way the Kubernetes auth method can be enabled against the local API server, so the
 product logs in with real ServiceAccount tokens reviewed through TokenReview.
@@ -49,6 +49,7 @@ class OpenBao:
         return hvac.Client(url=self.url, token=token or self.root_token, timeout=10)
 
     def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         argv = [str(bao_binary()), "server"]
         if self.mode == "dev":
             argv += [
@@ -62,7 +63,7 @@ class OpenBao:
         self.process = ServerProcess("openbao", argv, log_dir=self.workdir / "logs")
         self.process.start()
         self.process.wait_ready(self._responding, timeout=30)
-        if self.mode == "file":
+        if self.mode == "raft":
             self._init_or_unseal()
         self._ensure_kv()
 
@@ -71,20 +72,24 @@ class OpenBao:
             self.process.stop()
 
     def restart(self) -> None:
-        """Start again on the same port and storage (file mode keeps its records)."""
+        """Start again on the same port and storage (raft mode keeps its records)."""
         assert self.process is not None
         self.process.stop()
         self.process.start()
         self.process.wait_ready(self._responding, timeout=30)
-        if self.mode == "file":
+        if self.mode == "raft":
             self.unseal()
 
     def seal(self) -> None:
         self.client().sys.seal()
 
     def unseal(self) -> None:
-        assert self.unseal_key, "only a file-mode OpenBao has an unseal key"
+        assert self.unseal_key, "only a raft-mode OpenBao has an unseal key"
         self.client().sys.submit_unseal_key(self.unseal_key)
+        assert self.process is not None
+        self.process.wait_ready(
+            lambda: httpx.get(f"{self.url}/v1/sys/health", timeout=1).status_code == 200, timeout=30
+        )
 
     def _responding(self) -> bool:
         # 200 active, 429 standby, 501 not initialised, 503 sealed: all mean "listening".
@@ -92,10 +97,14 @@ class OpenBao:
 
     def _write_config(self) -> Path:
         config = self.workdir / "config.hcl"
+        data = self.workdir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        cluster_port = free_port()
         config.write_text(
-            f'storage "file" {{ path = "{self.workdir / "data"}" }}\n'
-            f'listener "tcp" {{ address = "127.0.0.1:{self.port}"\n  tls_disable = true }}\n'
-            "disable_mlock = true\n"
+            f'storage "raft" {{\n  path = "{data}"\n  node_id = "pmkeys-local"\n}}\n'
+            f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n'
+            f'  cluster_address = "127.0.0.1:{cluster_port}"\n  tls_disable = true\n}}\n'
+            f'api_addr = "{self.url}"\ncluster_addr = "http://127.0.0.1:{cluster_port}"\n'
         )
         return config
 

@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 REFUSAL_RECHECK = dt.timedelta(seconds=60)
 #: Backoff after Vault or API failures: base * 2^attempt, capped, with ±50% jitter.
 BACKOFF_BASE = 1.0
-BACKOFF_CAP = 60.0
+BACKOFF_CAP = 30.0
 
 
 def utcnow() -> dt.datetime:
