@@ -110,3 +110,8 @@ class UiSettings(_Settings):
     session_secret: SecretStr | None = None
     #: Verifier used for "try it" checks (optional).
     verifier_url: str = ""
+    #: Sessions end after this long without a request, and after the lifetime in any case.
+    session_idle_seconds: float = Field(default=1800, gt=0)
+    session_lifetime_seconds: float = Field(default=8 * 3600, gt=0)
+    #: How long TokenReview / SubjectAccessReview answers are reused (and a session's token is re-checked).
+    authz_cache_seconds: float = Field(default=30.0, ge=0)

@@ -21,15 +21,27 @@ KEYS_BY_PHASE = Gauge("pmkeys_operator_keys", "TenantApiKeys by phase, as last r
 KEYS_ISSUED = Counter("pmkeys_operator_keys_issued_total", "Keys issued.", ["intent"])
 KEYS_REVOKED = Counter("pmkeys_operator_keys_revoked_total", "Key records revoked.")
 VAULT_SECONDS = Histogram(
-    "pmkeys_vault_request_duration_seconds",
-    "Latency of Vault requests.",
-    ["component"],
+    "pmkeys_operator_vault_request_duration_seconds",
+    "Latency of the operator's Vault requests.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
 )
-VAULT_ERRORS = Counter("pmkeys_vault_errors_total", "Vault requests that failed.", ["component", "reason"])
-BCRYPT_QUEUE = Gauge("pmkeys_bcrypt_pool_pending", "bcrypt jobs queued or running.", ["component"])
-BCRYPT_CALLS = Counter("pmkeys_bcrypt_operations_total", "bcrypt hashes and checks computed.", ["component"])
+VAULT_ERRORS = Counter("pmkeys_operator_vault_errors_total", "Operator Vault requests that failed.", ["reason"])
+BCRYPT_PENDING = Gauge("pmkeys_operator_bcrypt_pending", "bcrypt jobs queued or running in the operator.")
+BCRYPT_CALLS = Gauge("pmkeys_operator_bcrypt_operations", "bcrypt hashes computed since the operator started.")
 
 
-def serve(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from inside the cluster
+def observe_vault(seconds: float, error: str | None) -> None:
+    VAULT_SECONDS.observe(seconds)
+    if error:
+        VAULT_ERRORS.labels(error).inc()
+
+
+def phase_changed(old: str | None, new: str | None) -> None:
+    if old:
+        KEYS_BY_PHASE.labels(old).dec()
+    if new:
+        KEYS_BY_PHASE.labels(new).inc()
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> None:
     start_http_server(port, addr=addr)

@@ -112,7 +112,7 @@ class LocalEnvironment:
 
     # -- state for `pmkeys dev up/down` -------------------------------------------------
     def save_state(self, path: Path) -> None:
-        pids = [p.pid for p in self.controlplane.processes + [self.openbao.process] + self.components if p and p.pid]
+        pids = [p.pid for p in [*self.controlplane.processes, self.openbao.process, *self.components] if p and p.pid]
         state = {
             "workdir": str(self.workdir),
             "kubeconfig": str(self.kubeconfig),

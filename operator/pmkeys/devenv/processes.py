@@ -7,6 +7,7 @@ the environment that started it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -136,10 +137,8 @@ class ServerProcess:
         if self._proc is None:
             return
         terminate_pid(self._proc.pid, grace=grace)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
 
     def kill(self) -> None:
         """SIGKILL without grace: used by crash tests."""

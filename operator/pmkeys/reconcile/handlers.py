@@ -13,11 +13,13 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
+from pmkeys import metrics
 from pmkeys.api import vocabulary as v
 from pmkeys.config import OperatorSettings
 from pmkeys.keys.hashing import Hasher
@@ -51,8 +53,10 @@ class Runtime:
     @classmethod
     def create(cls, settings: OperatorSettings) -> Runtime:
         kube = KubeApi(api_client(settings.kubeconfig))
-        store = KeyStore(VaultSession(settings.vault))
+        store = KeyStore(VaultSession(settings.vault, observe=metrics.observe_vault))
         hasher = Hasher(cost=settings.bcrypt_cost, workers=settings.bcrypt_workers or None)
+        metrics.BCRYPT_PENDING.set_function(lambda: hasher.pending)
+        metrics.BCRYPT_CALLS.set_function(lambda: hasher.calls)
         reconciler = Reconciler(
             kube=kube, store=store, hasher=hasher, jitter_fraction=settings.rotation_jitter
         )
@@ -60,7 +64,9 @@ class Runtime:
 
     async def reconcile(self, body: Any) -> None:
         ref = ObjectRef(body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"]["uid"])
+        started = time.perf_counter()
         wake = await self.reconciler.reconcile(body)
+        metrics.RECONCILE_SECONDS.labels(self.reconciler.last_outcome).observe(time.perf_counter() - started)
         self.scheduler.cancel(ref.uid)
         if wake is not None:
             self.scheduler.schedule(ref, wake)
@@ -116,7 +122,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         runtime.scheduler.cancel(body["metadata"]["uid"])
         try:
             await runtime.reconciler.finalize(body)
-        except Exception as exc:  # noqa: BLE001 - kopf retries the deletion later
+        except Exception as exc:
             raise kopf.TemporaryError(f"could not revoke keys yet: {exc}", delay=10) from None
 
     @kopf.on.event("v1", "secrets", labels={v.MANAGED_BY_LABEL: v.MANAGED_BY_VALUE}, registry=registry)
@@ -128,9 +134,9 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         owner = next((r for r in meta.get("ownerReferences", []) if r.get("kind") == v.KIND), None)
         if owner is None or event["type"] not in ("DELETED", "MODIFIED"):
             return
-        if event["type"] == "MODIFIED":
-            if runtime.reconciler.written_secrets.get(owner["uid"]) == meta.get("resourceVersion"):
-                return
+        ours = runtime.reconciler.written_secrets.get(owner["uid"]) == meta.get("resourceVersion")
+        if event["type"] == "MODIFIED" and ours:
+            return
         runtime.poke(ObjectRef(meta["namespace"], owner["name"], owner["uid"]))
 
     return registry
@@ -162,8 +168,6 @@ async def run(settings: OperatorSettings) -> None:
         os.environ["KUBECONFIG"] = settings.kubeconfig
     crashpoints.arm(settings.crash_at)
     if settings.metrics_port:
-        from pmkeys import metrics
-
         metrics.serve(settings.metrics_port)
     await kopf.operator(
         registry=build_registry(settings),

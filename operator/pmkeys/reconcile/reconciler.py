@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from pmkeys import metrics
 from pmkeys.api.durations import parse_duration
 from pmkeys.api.vocabulary import ConditionType, Phase, Reason
 from pmkeys.keys import material
@@ -99,6 +100,9 @@ class Reconciler:
         self._failures: dict[str, int] = {}
         #: resourceVersions of Secrets this operator wrote, to ignore their watch echoes.
         self.written_secrets: dict[str, str] = {}
+        #: Last reported phase per object (for the keys-by-phase gauge) and the last outcome.
+        self._phases: dict[str, str] = {}
+        self.last_outcome = "ok"
 
     def _lock(self, uid: str) -> asyncio.Lock:
         lock = self._locks.get(uid)
@@ -115,10 +119,14 @@ class Reconciler:
             try:
                 wake = await self._converge(obj)
             except Refused as refusal:
+                self.last_outcome = "refused"
                 await self._report_refusal(obj, refusal)
                 return self.clock() + REFUSAL_RECHECK
             except (VaultError, ApiException, OSError) as exc:
+                self.last_outcome = "retry"
+                metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
                 return await self._report_failure(obj, exc)
+            self.last_outcome = "ok"
             self._failures.pop(obj.uid, None)
             return wake
 
@@ -135,6 +143,7 @@ class Reconciler:
                 )
             self._failures.pop(obj.uid, None)
             self.written_secrets.pop(obj.uid, None)
+            metrics.phase_changed(self._phases.pop(obj.uid, None), None)
 
     # -- the reconcile -------------------------------------------------------------------
     async def _converge(self, obj: KeyObject) -> dt.datetime | None:
@@ -294,6 +303,7 @@ class Reconciler:
         record = self._new_record(obj, key_id, entry, hashed, pepper_version=pepper.version)
         await self.store.create_record(key_digest, record)
         crashpoints.reach("after-record")
+        metrics.KEYS_ISSUED.labels(intent).inc()
         entry = ledger.update(key_id, state=EntryState.ACTIVE)
         return Current(key_id, entry, record, 1)
 
@@ -398,6 +408,7 @@ class Reconciler:
                 }
             )
             await self.store.update_record(entry.digest, revoked, version=version)
+            metrics.KEYS_REVOKED.inc()
             crashpoints.reach("after-revoke-record")
         ledger.update(key_id, state=EntryState.REVOKED)
 
@@ -585,6 +596,10 @@ class Reconciler:
         current = obj.status.model_dump(mode="json", by_alias=True, exclude_none=False)
         if status.changed(_comparable(current), _comparable(patch)):
             await self.kube.patch_status(obj.namespace, obj.name, patch)
+        previous_phase = self._phases.get(obj.uid)
+        if previous_phase != patch["phase"]:
+            self._phases[obj.uid] = patch["phase"]
+            metrics.phase_changed(previous_phase, patch["phase"])
 
     async def _event(
         self, obj: KeyObject, reason: str, message: str, *, warning: bool = False

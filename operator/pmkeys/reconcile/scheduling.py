@@ -12,6 +12,7 @@ not hit Vault in the same second, and a restart does not reshuffle anyone's dead
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import heapq
@@ -77,10 +78,8 @@ class Scheduler:
             self._changed.clear()
             self._fire_due(_wall())
             timeout = max(0.0, self._heap[0].at - _wall()) if self._heap else None
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=timeout)
-            except TimeoutError:
-                pass
 
     def _fire_due(self, now: float) -> None:
         while self._heap and self._heap[0].at <= now:

@@ -43,8 +43,16 @@ def translate(exc: Exception) -> VaultError:
 
 
 class VaultSession:
-    def __init__(self, settings: VaultSettings, *, threads: int = 8) -> None:
+    def __init__(
+        self,
+        settings: VaultSettings,
+        *,
+        threads: int = 8,
+        observe: Callable[[float, str | None], None] | None = None,
+    ) -> None:
         self.settings = settings
+        #: Called after each request with its duration and the error reason (None on success).
+        self._observe = observe
         verify: str | bool = str(settings.ca_cert) if settings.ca_cert else True
         self._client = hvac.Client(url=settings.addr, timeout=settings.timeout, verify=verify)
         if settings.auth == "token":
@@ -61,6 +69,19 @@ class VaultSession:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.call_sync, fn)
 
     def call_sync(self, fn: Callable[[hvac.Client], T]) -> T:
+        if self._observe is None:
+            return self._call_sync(fn)
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            return self._call_sync(fn)
+        except VaultError as exc:
+            error = exc.reason
+            raise
+        finally:
+            self._observe(time.perf_counter() - started, error)
+
+    def _call_sync(self, fn: Callable[[hvac.Client], T]) -> T:
         try:
             self._ensure_token()
             try:
