@@ -16,8 +16,9 @@ import pytest
 
 from pmkeys.devenv import bootstrap
 from pmkeys.devenv.environment import LocalEnvironment
-from pmkeys.devenv.processes import ServerProcess, pid_alive
+from pmkeys.devenv.processes import ServerProcess, free_port, pid_alive
 from pmkeys.kubeclient import api_client
+from tests import leakscan
 from tests.kube import Kube, wait_for
 from tests.vaultview import VaultView
 
@@ -28,9 +29,11 @@ _ISSUED: set[str] = set()
 @pytest.fixture(scope="session")
 def env() -> Iterator[LocalEnvironment]:
     environment = LocalEnvironment()
+    findings: list[leakscan.Finding] = []
     try:
         environment.start()
         yield environment
+        findings = leak_scan(environment)
     finally:
         pids = [p.pid for p in environment.controlplane.processes if p.pid]
         environment.stop()
@@ -38,6 +41,19 @@ def env() -> Iterator[LocalEnvironment]:
         environment.cleanup()
         assert not leftovers, f"processes left behind: {leftovers}"
         assert not environment.workdir.exists()
+    assert not findings, "plaintext keys leaked: " + "; ".join(map(str, findings))
+
+
+def leak_scan(environment: LocalEnvironment) -> list[leakscan.Finding]:
+    """Scan what a still-running environment produced for every key seen during the run."""
+    api = api_client(str(environment.kubeconfig))
+    vault_dump = VaultView(environment.openbao.client()).dump_everything()
+    return leakscan.scan_environment(api, environment.workdir, vault_dump, _ISSUED)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    texts = [report.longreprtext, report.capstdout, report.capstderr, report.caplog]
+    leakscan.REPORT_TEXTS.extend(t for t in texts if t)
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +69,11 @@ def vault(env: LocalEnvironment) -> VaultView:
 @pytest.fixture(scope="session")
 def operator(env: LocalEnvironment) -> ServerProcess:
     """The operator as a separate process, logging into OpenBao with its ServiceAccount."""
-    return env.start_component("operator", name="operator", PMKEYS_BCRYPT_COST=TEST_BCRYPT_COST)
+    port = free_port()
+    leakscan.METRICS_URLS.append(f"http://127.0.0.1:{port}/metrics")
+    return env.start_component(
+        "operator", name="operator", PMKEYS_BCRYPT_COST=TEST_BCRYPT_COST, PMKEYS_METRICS_PORT=str(port)
+    )
 
 
 @pytest.fixture

@@ -55,13 +55,18 @@ class OperatorControl:
 
 @pytest.fixture(scope="module")
 def fault_env() -> Iterator[LocalEnvironment]:
+    from tests.conftest import leak_scan
+
     environment = LocalEnvironment(bao_mode="raft")
+    findings = []
     try:
         environment.start()
         yield environment
+        findings = leak_scan(environment)
     finally:
         environment.stop()
         environment.cleanup()
+    assert not findings, "plaintext keys leaked: " + "; ".join(map(str, findings))
 
 
 @pytest.fixture(scope="module")
