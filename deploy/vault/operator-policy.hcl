@@ -1,0 +1,6 @@
+path "secret/data/pmkeys/*" {
+  capabilities = ["create", "read", "update"]
+}
+path "secret/metadata/pmkeys/*" {
+  capabilities = ["read", "list", "delete"]
+}
