@@ -1,0 +1,122 @@
+"""HTTP headers in and out of the verifier, as pure functions.
+
+In: the key (``Authorization: Bearer …`` or ``X-API-Key``), the original method and path a
+gateway forwards (Traefik ``X-Forwarded-Method``/``X-Forwarded-Uri``, nginx
+``X-Original-Method``/``X-Original-URI`` by convention, Envoy the request line itself), and the
+client address.
+
+Out: the identity headers gateways copy to the upstream (``X-Tenant-Id``, ``X-Api-Key-Id``,
+``X-Api-Key-Scopes``), ``WWW-Authenticate`` on 401 (RFC 6750), ``Retry-After`` on 429/503, and
+the rate-limit fields of the IETF httpapi draft (draft-ietf-httpapi-ratelimit-headers, the
+structured-field form of draft 08 and later)::
+
+    RateLimit-Policy: "starter";q=60;w=60
+    RateLimit: "starter";r=41;t=19
+
+``q`` is the key's quota per window ``w`` (seconds), ``r`` what is left, ``t`` the seconds until
+the quota is full again. The policy is named after the key's tier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pmkeys.verify.decision import Decision, Outcome
+
+TENANT_HEADER = "X-Tenant-Id"
+KEY_ID_HEADER = "X-Api-Key-Id"
+SCOPES_HEADER = "X-Api-Key-Scopes"
+REASON_HEADER = "X-Pmkeys-Reason"
+API_KEY_HEADER = "X-API-Key"
+WINDOW_SECONDS = 60
+REALM = "pmkeys"
+
+#: Method / path headers, in order of preference.
+METHOD_HEADERS = ("x-forwarded-method", "x-original-method")
+URI_HEADERS = ("x-forwarded-uri", "x-original-uri", "x-original-url")
+
+
+def credential(authorization: str | None, api_key: str | None) -> str | None:
+    """The presented key: a Bearer token wins over ``X-API-Key``; other schemes are ignored."""
+    if authorization:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    if api_key and api_key.strip():
+        return api_key.strip()
+    return None
+
+
+def forwarded(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` present in ``headers`` (keys lower-case)."""
+    for name in names:
+        value = headers.get(name)
+        if value:
+            return value
+    return None
+
+
+def client_address(forwarded_for: str | None, peer: str | None) -> str:
+    """The client a gateway saw: the right-most ``X-Forwarded-For`` entry (the one the nearest
+    proxy appended, which a client cannot forge), else the TCP peer."""
+    if forwarded_for:
+        last = forwarded_for.rsplit(",", 1)[-1].strip()
+        if last:
+            return last[:64]
+    return peer or ""
+
+
+def _sf_string(value: str) -> str:
+    """An RFC 8941 structured-field string."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def rate_limit_headers(decision: Decision) -> dict[str, str]:
+    """``RateLimit-Policy`` and ``RateLimit``; empty when no limit applied to the decision."""
+    if not decision.limit:
+        return {}
+    policy = _sf_string(decision.tier or "key")
+    return {
+        "RateLimit-Policy": f"{policy};q={decision.limit};w={WINDOW_SECONDS}",
+        "RateLimit": f"{policy};r={decision.remaining};t={decision.reset}",
+    }
+
+
+def identity_headers(decision: Decision) -> dict[str, str]:
+    if not decision.allowed:
+        return {}
+    return {
+        TENANT_HEADER: decision.tenant or "",
+        KEY_ID_HEADER: decision.key_id or "",
+        SCOPES_HEADER: ",".join(decision.scopes),
+    }
+
+
+def www_authenticate(decision: Decision, *, presented: bool) -> str:
+    """RFC 6750: no error code when no credential was sent; ``invalid_token`` otherwise."""
+    if not presented:
+        return f'Bearer realm="{REALM}"'
+    description = decision.message.replace('"', "'")
+    return f'Bearer realm="{REALM}", error="invalid_token", error_description="{description}"'
+
+
+def decision_headers(decision: Decision, *, presented: bool = True) -> dict[str, str]:
+    """Every header the HTTP answer to ``decision`` carries."""
+    headers = rate_limit_headers(decision)
+    headers.update(identity_headers(decision))
+    if decision.retry_after:
+        headers["Retry-After"] = str(decision.retry_after)
+    status = decision.status
+    if status == 401:
+        headers["WWW-Authenticate"] = www_authenticate(decision, presented=presented)
+    if not decision.allowed:
+        headers[REASON_HEADER] = decision.reason.value
+    return headers
+
+
+def deny_status(decision: Decision, *, rate_limited_status: int) -> int:
+    """The status to answer with; nginx's auth_request relays only 401 and 403, so it asks for
+    rate-limit refusals as 403 (and maps them back to 429 with ``error_page``)."""
+    if decision.reason in (Outcome.RATE_LIMITED, Outcome.TOO_MANY_FAILURES):
+        return rate_limited_status
+    return decision.status

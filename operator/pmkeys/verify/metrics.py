@@ -1,0 +1,120 @@
+"""Prometheus metrics of the verifier.
+
+The hot path never touches a Prometheus object: it bumps plain integers on
+:class:`pmkeys.verify.verifier.Stats` (a label lookup and a lock per request would cost more
+than the verification itself), and :class:`VerifierCollector` turns them into metric families
+when Prometheus scrapes. Slow paths (Vault reads) use ordinary Prometheus objects defined here.
+
+Every label is bounded: ``outcome`` (the :class:`~pmkeys.verify.decision.Outcome` values),
+``tier`` (starter, pro, enterprise), ``result`` (hit, miss, negative). No key ids, tenants or
+paths, whose number has no bound.
+
+=================================================  =====================================================
+``pmkeys_verifier_verifications_total{outcome}``   decisions, by outcome (allowed, unknown, rate_limited…)
+``pmkeys_verifier_rate_limited_total{tier}``       requests refused by a key's rate limit
+``pmkeys_verifier_cache_lookups_total{result}``    hot-path cache hits, misses (Vault reads), negative hits
+``pmkeys_verifier_cache_entries``                  keys cached now
+``pmkeys_verifier_cache_invalidations_total``      objects whose keys were dropped on a watch event
+``pmkeys_verifier_bcrypt_checks_total``            bcrypt checks run (first use of a key per process)
+``pmkeys_verifier_bcrypt_pending``                 bcrypt jobs queued or running (the pool's queue)
+``pmkeys_verifier_vault_request_duration_seconds`` Vault read latency (cache misses only)
+``pmkeys_verifier_vault_errors_total{reason}``     Vault reads that failed, by reason
+``pmkeys_verifier_redis_up``                       1 when Redis answers (absent without Redis)
+``pmkeys_verifier_redis_errors_total``             Redis calls that failed
+``pmkeys_verifier_watch_synced``                   1 while the TenantApiKey watch is listed and watching
+``pmkeys_verifier_watch_events_total``             TenantApiKey watch events seen
+``pmkeys_verifier_watch_restarts_total``           watch re-lists (errors, 410 Gone, timeouts)
+``pmkeys_verifier_usage_flushes_total``            usage flush rounds
+``pmkeys_verifier_usage_objects_written_total``    status.usage writes
+``pmkeys_verifier_usage_write_failures_total``     status.usage writes that failed (retried later)
+``pmkeys_verifier_usage_pending_objects``          objects with usage not yet flushed by this replica
+=================================================  =====================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from pmkeys.verify.verifier import Verifier
+
+PREFIX = "pmkeys_verifier"
+
+VAULT_SECONDS = Histogram(
+    f"{PREFIX}_vault_request_duration_seconds",
+    "Latency of the verifier's Vault reads (cache misses).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+)
+VAULT_ERRORS = Counter(f"{PREFIX}_vault_errors_total", "Verifier Vault reads that failed.", ["reason"])
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+
+
+class VerifierCollector(Collector):
+    def __init__(self, verifier: Verifier) -> None:
+        self.verifier = verifier
+
+    def collect(self) -> Iterator[Metric]:
+        v = self.verifier
+        stats = v.stats
+        outcomes = CounterMetricFamily(
+            f"{PREFIX}_verifications", "Verification decisions, by outcome.", labels=["outcome"]
+        )
+        for outcome, count in stats.outcomes.items():
+            outcomes.add_metric([outcome.value], count)
+        yield outcomes
+        limited = CounterMetricFamily(
+            f"{PREFIX}_rate_limited", "Requests refused by a key's rate limit, by tier.", labels=["tier"]
+        )
+        for tier, count in sorted(stats.rate_limited.items()):
+            limited.add_metric([tier], count)
+        yield limited
+        lookups = CounterMetricFamily(
+            f"{PREFIX}_cache_lookups", "Hot-path cache lookups, by result.", labels=["result"]
+        )
+        lookups.add_metric(["hit"], stats.cache_hits)
+        lookups.add_metric(["miss"], stats.cache_misses)
+        lookups.add_metric(["negative"], stats.negative_hits)
+        yield lookups
+        yield _gauge("cache_entries", "Keys cached now.", v.cache_size)
+        yield _counter("cache_invalidations", "Objects whose cached keys a watch event dropped.", stats.invalidations)
+        yield _gauge("bcrypt_pending", "bcrypt jobs queued or running.", v.hasher.pending)
+        yield _counter("bcrypt_checks", "bcrypt checks run (first use of a key per process).", v.hasher.calls)
+        yield from self._redis()
+        yield from self._watch()
+        yield from self._usage()
+
+    def _redis(self) -> Iterator[Metric]:
+        health = self.verifier.redis_health
+        if health is None:
+            return
+        yield _gauge("redis_up", "1 when Redis answers.", 0 if health.down else 1)
+        yield _counter("redis_errors", "Redis calls that failed.", health.errors)
+
+    def _watch(self) -> Iterator[Metric]:
+        watch = self.verifier.watch
+        if watch is None:
+            return
+        yield _gauge("watch_synced", "1 while the TenantApiKey watch is listed and watching.", int(watch.synced))
+        yield _counter("watch_events", "TenantApiKey watch events seen.", watch.events)
+        yield _counter("watch_restarts", "Watch re-lists after errors, 410 Gone or timeouts.", watch.restarts)
+
+    def _usage(self) -> Iterator[Metric]:
+        flusher = self.verifier.flusher
+        if flusher is None:
+            return
+        yield _counter("usage_flushes", "Usage flush rounds.", flusher.flushes)
+        yield _counter("usage_objects_written", "status.usage writes.", flusher.objects_written)
+        yield _counter("usage_write_failures", "status.usage writes that failed.", flusher.failures)
+        yield _gauge("usage_pending_objects", "Objects with usage not yet flushed here.", self.verifier.pending_usage)

@@ -1,0 +1,134 @@
+"""Fixtures for the verifier: Redis from Debian, verifier processes, keys issued by the operator.
+
+Verifier processes are started the way a pod runs them (``python -m pmkeys verifier``, Vault
+through the Kubernetes auth method with the ``pmkeys-verifier`` role) and stopped at the end of
+the test or module that started them. Before a verifier stops, its ``/metrics`` page is searched
+for every key the run issued.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from tests import leakscan
+from tests.builders import key
+from tests.kube import Kube
+
+from pmkeys.devenv.environment import LocalEnvironment
+from pmkeys.devenv.processes import ServerProcess, free_port
+from pmkeys.devenv.redis import RedisServer
+
+#: The route map the gateway tests use.
+ROUTES = [
+    "POST /v1/messages=send_email",
+    "GET /v1/analytics=read_analytics",
+    "* /v1/contacts=manage_contacts",
+    "GET /v1/me=*",
+]
+
+
+@dataclass
+class VerifierProcess:
+    proc: ServerProcess
+    port: int
+    http: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def verify(self, api_key: str, scope: str | None = None, **extra: Any) -> httpx.Response:
+        return self.http.post("/v1/verify", json={"key": api_key, "scope": scope, **extra})
+
+    def authz(self, path: str, *, method: str = "GET", api_key: str | None = None, **headers: str) -> httpx.Response:
+        sent = {k.replace("_", "-"): val for k, val in headers.items()}
+        if api_key is not None:
+            sent["Authorization"] = f"Bearer {api_key}"
+        return self.http.request(method, "/v1/authz" + path, headers=sent)
+
+    def metrics(self) -> str:
+        return self.http.get("/metrics").text
+
+
+class Verifiers:
+    """Starts verifier processes; :meth:`stop_all` stops them (after a leak check of /metrics)."""
+
+    def __init__(self, env: LocalEnvironment, issued: set[str]) -> None:
+        self.env = env
+        self.issued = issued
+        self.running: list[VerifierProcess] = []
+
+    def start(self, *, redis: RedisServer | None = None, **settings: str) -> VerifierProcess:
+        port = free_port()
+        env = {
+            "PMKEYS_PORT": str(port),
+            "PMKEYS_USAGE_FLUSH_SECONDS": "1",
+            "PMKEYS_ROUTES": json.dumps(ROUTES),
+            "PMKEYS_FAILED_ATTEMPTS_PER_MINUTE": "1000",
+            "PMKEYS_LOG_LEVEL": "INFO",
+        }
+        if redis is not None:
+            env["PMKEYS_REDIS_URL"] = redis.url
+        env.update(settings)
+        proc = self.env.start_component(
+            "verifier", name=f"verifier-{port}", ready_url=f"http://127.0.0.1:{port}/readyz", **env
+        )
+        started = VerifierProcess(proc, port)
+        self.running.append(started)
+        return started
+
+    def stop(self, verifier: VerifierProcess) -> None:
+        text = verifier.metrics()
+        findings = leakscan.scan([(f"verifier metrics :{verifier.port}", text)], self.issued)
+        verifier.http.close()
+        verifier.proc.stop(grace=10)
+        self.running.remove(verifier)
+        assert not findings, "plaintext keys in verifier metrics: " + "; ".join(map(str, findings))
+
+    def stop_all(self) -> None:
+        for verifier in list(self.running):
+            self.stop(verifier)
+
+
+@pytest.fixture(scope="session")
+def redis_server(env: LocalEnvironment) -> Iterator[RedisServer]:
+    server = RedisServer(workdir=env.workdir / "redis")
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def verifiers(env: LocalEnvironment, kube: Kube, operator: ServerProcess) -> Iterator[Verifiers]:
+    started = Verifiers(env, kube.issued)
+    yield started
+    started.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_verifiers(env: LocalEnvironment, kube: Kube, operator: ServerProcess) -> Iterator[Verifiers]:
+    started = Verifiers(env, kube.issued)
+    yield started
+    started.stop_all()
+
+
+def issue(kube: Kube, namespace: str, name: str, **spec: Any) -> tuple[str, dict[str, Any]]:
+    """Create a TenantApiKey, wait until Active, return (plaintext, status)."""
+    kube.create_key(key(name, namespace, **spec))
+    status = kube.wait_phase(namespace, name, "Active")
+    return kube.plaintext(namespace, status["secretName"]), status
+
+
+def random_key(environment: str = "live") -> str:
+    """A well-formed key nobody issued."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    return f"pm_{environment}_" + "".join(secrets.choice(alphabet) for _ in range(32))
