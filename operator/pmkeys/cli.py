@@ -37,11 +37,12 @@ def cmd_operator(_: argparse.Namespace) -> None:
     asyncio.run(handlers.run(settings))
 
 
-def cmd_verifier(_: argparse.Namespace) -> None:
+def cmd_verifier(args: argparse.Namespace) -> None:
     from pmkeys.config import VerifierSettings
     from pmkeys.verify import service
 
-    settings = VerifierSettings()
+    overrides = {"redis_url": args.redis} if args.redis else {}
+    settings = VerifierSettings(**overrides)
     _setup_logging(settings.log_level)
     service.run(settings)
 
@@ -84,7 +85,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"pmkeys {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("operator", help="run the operator").set_defaults(fn=cmd_operator)
-    sub.add_parser("verifier", help="run the verifier HTTP service").set_defaults(fn=cmd_verifier)
+    verifier = sub.add_parser("verifier", help="run the verifier HTTP service")
+    verifier.add_argument("--redis", metavar="URL", default="", help="share rate limits and usage through Redis")
+    verifier.set_defaults(fn=cmd_verifier)
     sub.add_parser("ui", help="run the self-service web UI").set_defaults(fn=cmd_ui)
     sub.add_parser("crd", help="print the TenantApiKey CRD").set_defaults(fn=cmd_crd)
     pol = sub.add_parser("vault-policy", help="print a component's Vault policy")

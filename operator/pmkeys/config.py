@@ -92,6 +92,10 @@ class VerifierSettings(_Settings):
     redis_url: str = ""
     #: When Redis is unreachable: "open" limits each replica locally, "closed" refuses (503).
     redis_failure_policy: Literal["open", "closed"] = "open"
+    #: Prefix of every Redis key the verifier writes (rate-limit state, pending usage).
+    redis_prefix: str = Field(default="pmkeys", min_length=1)
+    #: Seconds before a Redis call counts as failed (then the failure policy applies).
+    redis_timeout: float = Field(default=0.25, gt=0)
     usage_flush_seconds: float = Field(default=10.0, gt=0)
     #: Failed verifications allowed per client per minute before it gets 429.
     failed_attempts_per_minute: int = Field(default=30, ge=1)
@@ -100,6 +104,16 @@ class VerifierSettings(_Settings):
     namespaces: list[str] = Field(default_factory=list)
     #: Route → scope mapping for the gateway endpoint, as "METHOD /prefix=scope" entries.
     routes: list[str] = Field(default_factory=list)
+    #: Header a gateway may set to name the scope of a route the map does not cover ("" = off).
+    scope_header: str = "X-Required-Scope"
+    #: Gateway requests whose scope is neither mapped nor in the header: "deny" (403) or
+    #: "authenticate" (any valid key passes).
+    unmapped_routes: Literal["deny", "authenticate"] = "deny"
+    #: Header naming the client for the failed-attempt limit (right-most entry), else the peer.
+    client_header: str = "X-Forwarded-For"
+    #: Largest request body (bytes) and header block the HTTP service accepts (413 / 431 beyond).
+    max_body_bytes: int = Field(default=4096, ge=256)
+    max_header_bytes: int = Field(default=16384, ge=1024)
 
 
 class UiSettings(_Settings):

@@ -78,6 +78,15 @@ class KeyStore:
             self._peppers = await self._load_or_create_peppers()
         return self._peppers
 
+    async def read_peppers(self) -> list[Pepper]:
+        """The pepper versions, newest first, never creating one ([] until the operator has):
+        for readers such as the verifier, whose policy cannot write."""
+        stored = await self._read(self.pepper_path)
+        if stored is None:
+            return []
+        versions = stored.value["versions"]
+        return [Pepper(int(v), base64.b64decode(versions[v])) for v in sorted(versions, key=int, reverse=True)]
+
     async def current_pepper(self) -> Pepper:
         return (await self.peppers())[0]
 
