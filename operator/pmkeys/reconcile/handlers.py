@@ -1,7 +1,9 @@
 """kopf registration: which events reach the reconciler, and the operator's runtime.
 
-kopf gives us watches, resume on restart, the finalizer and peering. Decisions and retries
-are ours: every handler calls :meth:`Reconciler.reconcile`, which never raises for Vault or API
+kopf gives us watches, the finalizer and peering. Decisions and retries are ours: an object is
+reconciled when first seen (creation, or every object once after an operator start) and when
+its spec (generation) or rotate annotation changes — tracked in memory, so kopf writes no
+bookkeeping annotations and status-only changes cost nothing. every handler calls :meth:`Reconciler.reconcile`, which never raises for Vault or API
 trouble; it reports it in status and returns when to try again, and the :class:`Scheduler`
 wakes the object then. So kopf sees handlers that succeed, and never spins on a failure.
 """
@@ -46,6 +48,7 @@ class Runtime:
     reconciler: Reconciler
     scheduler: Scheduler = field(init=False)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _essences: dict[str, tuple[object, object]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self._scheduled)
@@ -61,6 +64,16 @@ class Runtime:
             kube=kube, store=store, hasher=hasher, jitter_fraction=settings.rotation_jitter
         )
         return cls(settings, kube, store, hasher, reconciler)
+
+    def asks_for_something_new(self, body: Any) -> bool:
+        """Whether an event changes the spec or the rotate annotation since we last reconciled
+        (status-only changes, our own among them, are not worth a reconcile)."""
+        meta = body["metadata"]
+        essence = (meta.get("generation"), (meta.get("annotations") or {}).get(v.ROTATE_ANNOTATION))
+        if self._essences.get(meta["uid"]) == essence:
+            return False
+        self._essences[meta["uid"]] = essence
+        return True
 
     async def reconcile(self, body: Any) -> None:
         ref = ObjectRef(body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"]["uid"])
@@ -110,16 +123,35 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         with contextlib.suppress(AttributeError):
             memo.runtime.close()
 
-    @kopf.on.resume(*RESOURCE, registry=registry)
-    @kopf.on.create(*RESOURCE, registry=registry)
-    @kopf.on.update(*RESOURCE, registry=registry)
-    async def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        await memo.runtime.reconcile(body)
+    @kopf.on.event(*RESOURCE, registry=registry)
+    async def key_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        """First sight of an object (creation or operator start), or a change of what it asks for."""
+        runtime: Runtime = memo.runtime
+        body = event["object"]
+        if event["type"] == "DELETED" or body["metadata"].get("deletionTimestamp"):
+            return
+        if runtime.asks_for_something_new(body):
+            await runtime.reconcile(body)
+
+    @kopf.on.event("v1", "namespaces", registry=registry)
+    async def namespace_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        """Keep the namespace → tenant map current, so reconciles need not read namespaces."""
+        runtime: Runtime = memo.runtime
+        meta = event["object"]["metadata"]
+        tenant = None if event["type"] == "DELETED" else (meta.get("labels") or {}).get(v.TENANT_LABEL)
+        known = meta["name"] in runtime.kube.tenants
+        changed = runtime.kube.tenants.get(meta["name"]) != tenant
+        runtime.kube.tenants[meta["name"]] = tenant
+        if known and changed:
+            for uid, (namespace, name) in list(runtime.reconciler.refused.items()):
+                if namespace == meta["name"]:
+                    runtime.poke(ObjectRef(namespace, name, uid))
 
     @kopf.on.delete(*RESOURCE, registry=registry)
     async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime = memo.runtime
         runtime.scheduler.cancel(body["metadata"]["uid"])
+        runtime._essences.pop(body["metadata"]["uid"], None)
         try:
             await runtime.reconciler.finalize(body)
         except Exception as exc:
@@ -142,12 +174,22 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     return registry
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf keeps a copy of the last handled spec to compute diffs for update handlers. We have
+    none (changes are detected in :meth:`Runtime.asks_for_something_new`), so we keep no copy:
+    no annotation write per object, nothing for GitOps tools to see."""
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
     settings.persistence.finalizer = v.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"kopf.{v.GROUP}")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=f"kopf.{v.GROUP}", key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Our own Events are the audit trail; kopf's per-handler Events would only add noise.
     settings.posting.enabled = False
     settings.watching.server_timeout = 120

@@ -31,6 +31,8 @@ class KubeApi:
         self.custom = client.CustomObjectsApi(api)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="kube")
         self.component = "pmkeys-operator"
+        #: namespace → tenant label, kept current by a namespace watch; read-through on a miss.
+        self.tenants: dict[str, str | None] = {}
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
@@ -57,8 +59,12 @@ class KubeApi:
 
     # -- namespaces ----------------------------------------------------------------------
     async def namespace_tenant(self, namespace: str) -> str | None:
+        if namespace in self.tenants:
+            return self.tenants[namespace]
         ns = await self._call(lambda: self.core.read_namespace(namespace))
-        return (ns.metadata.labels or {}).get(v.TENANT_LABEL)
+        tenant = (ns.metadata.labels or {}).get(v.TENANT_LABEL)
+        self.tenants[namespace] = tenant
+        return tenant
 
     # -- Secrets -------------------------------------------------------------------------
     async def read_secret(self, namespace: str, name: str) -> client.V1Secret | None:

@@ -102,6 +102,8 @@ class Reconciler:
         self.written_secrets: dict[str, str] = {}
         #: Last reported phase per object (for the keys-by-phase gauge) and the last outcome.
         self._phases: dict[str, str] = {}
+        #: Objects refused (uid → namespace, name), retried early when their namespace changes.
+        self.refused: dict[str, tuple[str, str]] = {}
         self.last_outcome = "ok"
 
     def _lock(self, uid: str) -> asyncio.Lock:
@@ -120,6 +122,7 @@ class Reconciler:
                 wake = await self._converge(obj)
             except Refused as refusal:
                 self.last_outcome = "refused"
+                self.refused[obj.uid] = (obj.namespace, obj.name)
                 await self._report_refusal(obj, refusal)
                 return self.clock() + REFUSAL_RECHECK
             except (VaultError, ApiException, OSError) as exc:
@@ -127,6 +130,7 @@ class Reconciler:
                 metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
                 return await self._report_failure(obj, exc)
             self.last_outcome = "ok"
+            self.refused.pop(obj.uid, None)
             self._failures.pop(obj.uid, None)
             return wake
 
