@@ -24,11 +24,12 @@ import bcrypt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pmkeys.api import vocabulary as v  # noqa: E402
-from pmkeys.devenv import bootstrap  # noqa: E402
-from pmkeys.devenv.environment import LocalEnvironment  # noqa: E402
-from pmkeys.kubeclient import api_client  # noqa: E402
-from kubernetes import client  # noqa: E402
+from kubernetes import client
+
+from pmkeys.api import vocabulary as v
+from pmkeys.devenv import bootstrap
+from pmkeys.devenv.environment import LocalEnvironment
+from pmkeys.kubeclient import api_client
 
 
 def seconds_per_hash(cost: int, rounds: int = 4) -> float:

@@ -3,9 +3,11 @@
 kopf gives us watches, the finalizer and peering. Decisions and retries are ours: an object is
 reconciled when first seen (creation, or every object once after an operator start) and when
 its spec (generation) or rotate annotation changes — tracked in memory, so kopf writes no
-bookkeeping annotations and status-only changes cost nothing. every handler calls :meth:`Reconciler.reconcile`, which never raises for Vault or API
-trouble; it reports it in status and returns when to try again, and the :class:`Scheduler`
-wakes the object then. So kopf sees handlers that succeed, and never spins on a failure.
+bookkeeping annotations and status-only changes cost nothing.
+
+:meth:`Reconciler.reconcile` never raises for Vault or API trouble; it reports it in status and
+returns when to try again, and the :class:`Scheduler` wakes the object then. So kopf sees
+handlers that succeed, and never spins on a failure.
 """
 
 from __future__ import annotations
