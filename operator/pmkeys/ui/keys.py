@@ -1,0 +1,182 @@
+"""What a tenant user can do to their keys, done with the user's own Kubernetes identity.
+
+Every method calls the API server with the client built from the caller's bearer token, so
+RBAC decides each action; nothing here writes Vault or a Secret's data. Create is a
+``TenantApiKey`` create; regenerate bumps ``spec.rotation.counter`` (and sets the grace period)
+in a patch guarded by the resourceVersion it read; revoke sets ``spec.revoked``; reveal is
+:func:`pmkeys.reveal.reveal_once`, which reads the Secret and marks it seen in one guarded
+patch, so each key is shown once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from pmkeys.api import vocabulary as v
+from pmkeys.api.vocabulary import Phase
+from pmkeys.reveal import AlreadyRevealed, NotIssuedYet, reveal_once
+from pmkeys.ui.errors import FieldError, UiError, from_api_exception, unavailable
+from pmkeys.ui.identity import REQUEST_TIMEOUT, Access, User
+from pmkeys.ui.schemas import EventView, GracePeriod, KeyCreate, KeyView, RegenerateResult, RevealedKey
+from pmkeys.ui.views import build_manifest, event_views, issued, key_view
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+PATCH_ATTEMPTS = 3
+
+
+def _call(fn: Callable[[], T], *, what: str) -> T:
+    try:
+        return fn()
+    except ApiException as exc:
+        raise from_api_exception(exc, what=what) from None
+    except HTTPError:
+        raise unavailable(what) from None
+
+
+class TenantKeys:
+    """The keys of one tenant namespace, seen and changed as ``user``."""
+
+    def __init__(self, api: client.ApiClient, access: Access, user: User) -> None:
+        self.access = access
+        self.namespace = access.namespace
+        self.user = user
+        self._custom = client.CustomObjectsApi(api)
+        self._core = client.CoreV1Api(api)
+
+    def _what(self, name: str) -> str:
+        return f'key "{name}" in namespace {self.namespace}'
+
+    # -- reading ------------------------------------------------------------------------
+    def raw(self, name: str) -> dict[str, Any]:
+        return _call(
+            lambda: self._custom.get_namespaced_custom_object(
+                v.GROUP, v.VERSION, self.namespace, v.PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            ),
+            what=self._what(name),
+        )
+
+    def get(self, name: str) -> KeyView:
+        return key_view(self.raw(name))
+
+    def list(self) -> list[KeyView]:
+        listing = _call(
+            lambda: self._custom.list_namespaced_custom_object(
+                v.GROUP, v.VERSION, self.namespace, v.PLURAL, _request_timeout=REQUEST_TIMEOUT
+            ),
+            what=f"the keys of namespace {self.namespace}",
+        )
+        views = [key_view(item) for item in listing.get("items", [])]
+        return sorted(views, key=lambda k: (k.revoked, k.name))
+
+    def events(self, name: str, *, uid: str = "") -> list[EventView]:
+        selector = f"involvedObject.kind={v.KIND},involvedObject.name={name}"
+        if uid:
+            selector += f",involvedObject.uid={uid}"
+        listing = _call(
+            lambda: self._core.list_namespaced_event(
+                self.namespace, field_selector=selector, _request_timeout=REQUEST_TIMEOUT
+            ),
+            what=f"the audit trail of {self._what(name)}",
+        )
+        return event_views(listing.items, uid=uid)
+
+    # -- changing -----------------------------------------------------------------------
+    def create(self, request: KeyCreate) -> KeyView:
+        manifest = build_manifest(request, namespace=self.namespace, tenant=self.access.tenant)
+        created = _call(
+            lambda: self._custom.create_namespaced_custom_object(
+                v.GROUP, v.VERSION, self.namespace, v.PLURAL, manifest, _request_timeout=REQUEST_TIMEOUT
+            ),
+            what=self._what(request.name),
+        )
+        logger.info("%s created %s", self.user.username, self._what(request.name))
+        return key_view(created)
+
+    def _patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return _call(
+            lambda: self._custom.patch_namespaced_custom_object(
+                v.GROUP, v.VERSION, self.namespace, v.PLURAL, name, body, _request_timeout=REQUEST_TIMEOUT
+            ),
+            what=self._what(name),
+        )
+
+    def regenerate(self, name: str, grace: GracePeriod) -> RegenerateResult:
+        """Ask the operator for a new key now; the current one keeps working for ``grace``.
+
+        The patch carries the resourceVersion it read, so two concurrent regenerations cannot
+        both bump the counter from the same value; a lost race is retried with fresh state.
+        """
+        for _ in range(PATCH_ATTEMPTS - 1):
+            try:
+                return self._regenerate_once(name, grace)
+            except UiError as err:
+                if err.code != "conflict":
+                    raise
+        return self._regenerate_once(name, grace)
+
+    def _regenerate_once(self, name: str, grace: GracePeriod) -> RegenerateResult:
+        obj = self.raw(name)
+        view = key_view(obj)
+        previous = self._check_regenerable(view)
+        counter = view.rotation.counter + 1
+        patch = {
+            "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+            "spec": {"rotation": {"counter": counter, "gracePeriod": grace}},
+        }
+        patched = self._patch(name, patch)
+        logger.info("%s regenerated %s (grace %s)", self.user.username, self._what(name), grace)
+        return RegenerateResult(previous_key_id=previous, counter=counter, grace_period=grace, key=key_view(patched))
+
+    def _check_regenerable(self, view: KeyView) -> str:
+        """The current key id, or a 409 saying why this key cannot be regenerated now."""
+        if view.revoked or view.phase == Phase.REVOKED:
+            raise UiError(409, "revoked", f"{self._what(view.name)} is revoked; revocation is final, "
+                                          "create a new key instead")
+        if view.phase == Phase.EXPIRED:
+            raise UiError(409, "expired", f"{self._what(view.name)} has expired; move expiresAt later or "
+                                          "create a new key")
+        if not view.key_id:
+            raise UiError(409, "not_issued", f"{self._what(view.name)} has not been issued yet")
+        if view.rotation.counter > view.rotation.observed_counter:
+            raise UiError(409, "rotation_pending", f"{self._what(view.name)} is already being regenerated; "
+                                                   "wait for the new key")
+        return view.key_id
+
+    def revoke(self, name: str, confirm: str) -> KeyView:
+        if confirm != name:
+            raise UiError(422, "invalid", "type the key's name to confirm the revocation",
+                          [FieldError("confirm", f'type "{name}" exactly to confirm')])
+        current = self.get(name)
+        if current.revoked:
+            return current
+        revoked = self._patch(name, {"spec": {"revoked": True}})
+        logger.info("%s revoked %s", self.user.username, self._what(name))
+        return key_view(revoked)
+
+    def reveal(self, name: str) -> RevealedKey:
+        """The plaintext key, once; 409 when it was shown before or is not there yet."""
+        view = self.get(name)
+        if view.revoked or view.phase in (Phase.REVOKED, Phase.EXPIRED):
+            raise UiError(409, "revoked", f"{self._what(name)} no longer works ({view.phase}); there is "
+                                          "nothing to show")
+        if not issued(view):
+            raise UiError(409, "not_issued", f"{self._what(name)} has not been issued yet; try again in a moment")
+        assert view.secret_name is not None
+        secret = view.secret_name
+        try:
+            revealed = _call(lambda: reveal_once(self._core, self.namespace, secret), what=f"the Secret of {name}")
+        except AlreadyRevealed:
+            raise UiError(409, "already_revealed", f"{self._what(name)} was already shown once and is never shown "
+                                                   "again; regenerate it to get a new key") from None
+        except NotIssuedYet:
+            raise UiError(409, "not_issued", f"{self._what(name)} has not been issued yet") from None
+        logger.info("%s revealed %s (key id %s)", self.user.username, self._what(name), revealed.key_id)
+        return RevealedKey(key_id=revealed.key_id or view.key_id or "", api_key=revealed.plaintext,
+                           environment=view.environment)

@@ -1,0 +1,202 @@
+"""The JSON API's request and response models (and so its OpenAPI document).
+
+Requests check shape and vocabulary (types, the enums of :mod:`pmkeys.api.vocabulary`, name
+syntax, unknown fields); the rules that belong to the resource (durations, a rate limit within
+the tier's ceiling, immutable fields) stay in the CRD, and the API server's answer is passed on
+with its field names (:mod:`pmkeys.ui.errors`). Field names are camelCase like the CRD's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from pmkeys.api.model import DNS_SUBDOMAIN, MAX_RATE_LIMIT
+from pmkeys.api.vocabulary import TIER_RATE_LIMITS, Environment, Phase, Scope, Tier
+
+#: Grace periods the UI offers when regenerating a key: now, 1 hour, 24 hours, 7 days.
+GRACE_CHOICES: dict[str, str] = {"0": "Immediately", "1h": "1 hour", "24h": "24 hours", "7d": "7 days"}
+GracePeriod = Literal["0", "1h", "24h", "7d"]
+#: Scheduled rotation intervals the create form offers (the API accepts any CRD duration).
+ROTATION_CHOICES: dict[str, str] = {"0": "Never", "30d": "Every 30 days", "90d": "Every 90 days",
+                                    "180d": "Every 180 days", "365d": "Every year"}
+KEY_NAME_PATTERN = DNS_SUBDOMAIN
+NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class KeyCreate(_Request):
+    """A new key. Only ``name`` and ``scopes`` are required."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=KEY_NAME_PATTERN,
+                      description="Name of the TenantApiKey (and of its Secret): lowercase letters, digits, '-', '.'.")
+    display_name: str = Field(default="", max_length=128, description="Human-readable name.")
+    environment: Environment = Field(default=Environment.LIVE, description="live (pm_live_…) or test (pm_test_…).")
+    scopes: list[Scope] = Field(min_length=1, max_length=len(Scope), description="What the key may do.")
+    tier: Tier = Field(default=Tier.STARTER, description="Rate-limit tier.")
+    rate_limit: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT,
+                                   description="Requests per minute below the tier's ceiling; unset = the ceiling.")
+    expires_at: dt.datetime | None = Field(default=None, description="RFC 3339 time after which the key stops working.")
+    rotation_interval: str = Field(default="0", max_length=32,
+                                   description="Scheduled rotation (e.g. 90d; 0 = never).")
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_the_future(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        if value <= dt.datetime.now(dt.UTC):
+            raise ValueError("must be in the future")
+        return value
+
+
+class Regenerate(_Request):
+    grace_period: GracePeriod = Field(
+        description="How long the current key keeps working: 0 (revoke it now), 1h, 24h or 7d."
+    )
+
+
+class Revoke(_Request):
+    confirm: str = Field(max_length=253, description="The key's name, typed again to confirm.")
+
+
+class FieldMessage(_Response):
+    field: str
+    message: str
+
+
+class ErrorDetail(_Response):
+    code: str = Field(description="Stable machine-readable code, e.g. invalid, forbidden, already_revealed.")
+    message: str
+    fields: list[FieldMessage] = Field(default_factory=list)
+
+
+class ErrorBody(_Response):
+    error: ErrorDetail
+
+
+class UsageView(_Response):
+    requests: int = 0
+    errors: int = 0
+    last_used_at: dt.datetime | None = None
+
+
+class RotationView(_Response):
+    interval: str = "0"
+    grace_period: str = "24h"
+    counter: int = 0
+    observed_counter: int = 0
+
+
+class PreviousKeyView(_Response):
+    key_id: str
+    display_prefix: str = ""
+    not_after: dt.datetime | None = None
+
+
+class ConditionView(_Response):
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+
+
+class KeyView(_Response):
+    name: str
+    namespace: str
+    uid: str = ""
+    tenant: str = ""
+    display_name: str = ""
+    environment: Environment = Environment.LIVE
+    scopes: list[Scope] = Field(default_factory=list)
+    tier: Tier = Tier.STARTER
+    rate_limit: int = Field(description="Effective requests per minute.")
+    phase: Phase = Phase.PENDING
+    message: str = ""
+    ready: bool = False
+    revoked: bool = False
+    key_id: str | None = None
+    display_prefix: str | None = None
+    secret_name: str | None = None
+    created_at: dt.datetime | None = None
+    last_rotated_at: dt.datetime | None = None
+    next_rotation_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+    usage: UsageView = Field(default_factory=UsageView)
+    rotation: RotationView = Field(default_factory=RotationView)
+    previous_keys: list[PreviousKeyView] = Field(default_factory=list)
+    conditions: list[ConditionView] = Field(default_factory=list)
+    generation: int = 0
+    observed_generation: int | None = None
+
+
+class KeyList(_Response):
+    items: list[KeyView]
+
+
+class EventView(_Response):
+    type: str = "Normal"
+    reason: str = ""
+    message: str = ""
+    time: dt.datetime | None = None
+    count: int = 1
+    source: str = ""
+
+
+class EventList(_Response):
+    items: list[EventView]
+
+
+class RevealedKey(_Response):
+    key_id: str
+    api_key: str = Field(description="The plaintext key. Shown once: a second reveal answers 409.")
+    environment: Environment
+
+
+class RegenerateResult(_Response):
+    previous_key_id: str
+    counter: int
+    grace_period: GracePeriod
+    key: KeyView
+
+
+class NamespaceView(_Response):
+    namespace: str
+    tenant: str
+    can_manage: bool
+    can_reveal: bool
+
+
+class Me(_Response):
+    username: str
+    groups: list[str]
+    namespaces: list[NamespaceView]
+
+
+class TierView(_Response):
+    name: Tier
+    rate_limit: int
+
+
+class Vocabulary(_Response):
+    """What the create form offers; the same words the CRD accepts."""
+
+    environments: list[Environment] = Field(default_factory=lambda: list(Environment))
+    scopes: list[Scope] = Field(default_factory=lambda: list(Scope))
+    tiers: list[TierView] = Field(
+        default_factory=lambda: [TierView(name=t, rate_limit=n) for t, n in TIER_RATE_LIMITS.items()]
+    )
+    grace_periods: list[str] = Field(default_factory=lambda: list(GRACE_CHOICES))
+    phases: list[Phase] = Field(default_factory=lambda: list(Phase))
