@@ -1,0 +1,150 @@
+"""The operator with thousands of keys: idle CPU, memory, and restart-to-settled.
+
+Creates N TenantApiKeys (default 2000; rotation every 90 days, so every key has a timer
+pending), waits until all are Active, then measures:
+
+* idle CPU — the operator's CPU use over a quiet window while nothing is due (one heap and one
+  sleeping task for all timers, no per-object polling);
+* peak RSS of the operator;
+* restart-to-settled — the operator is restarted and every object reconciled again; keys that
+  are consistent must cost no bcrypt at all, which the operator's own bcrypt counter shows.
+
+Issuance speed is not measured here (see issue_keys.py), so bcrypt runs at cost 4 to create
+the keys quickly; resume cost does not depend on it, since consistent keys are never hashed.
+
+    python bench/operator_scale.py [--keys 2000] [--idle-seconds 60]
+
+Last line: keys=2000 idle_cpu_pct=0.3 peak_rss_mb=180 restart_settled_s=21.0 resume_bcrypt=0
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kubernetes import client  # noqa: E402
+
+from pmkeys.api import vocabulary as v  # noqa: E402
+from pmkeys.devenv import bootstrap  # noqa: E402
+from pmkeys.devenv.environment import LocalEnvironment  # noqa: E402
+from pmkeys.devenv.processes import ServerProcess, free_port  # noqa: E402
+from pmkeys.kubeclient import api_client  # noqa: E402
+
+NAMESPACES = 10
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def metric(url: str, name: str) -> float:
+    text = httpx.get(url, timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if re.match(rf"{name}(\{{.*\}})? ", line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def start_operator(env: LocalEnvironment, name: str) -> tuple[ServerProcess, str]:
+    port = free_port()
+    proc = env.start_component("operator", name=name, PMKEYS_BCRYPT_COST="4", PMKEYS_LOG_LEVEL="WARNING",
+                               PMKEYS_METRICS_PORT=str(port))
+    url = f"http://127.0.0.1:{port}/metrics"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    return proc, url
+
+
+def wait_reconciled(url: str, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while metric(url, "pmkeys_operator_reconcile_duration_seconds_count") < count:
+        if time.monotonic() > deadline:
+            raise SystemExit("the operator did not reconcile every key in time")
+        time.sleep(0.2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keys", type=int, default=2000)
+    parser.add_argument("--idle-seconds", type=float, default=60)
+    args = parser.parse_args()
+    env = LocalEnvironment()
+    try:
+        env.start()
+        api = api_client(str(env.kubeconfig))
+        custom = client.CustomObjectsApi(api)
+        namespaces = [f"scale-{i}" for i in range(NAMESPACES)]
+        for ns in namespaces:
+            bootstrap.tenant_namespace(api, ns, ns)
+        operator, url = start_operator(env, "operator-1")
+
+        def create(i: int) -> None:
+            ns = namespaces[i % NAMESPACES]
+            body = {
+                "apiVersion": v.API_VERSION, "kind": v.KIND,
+                "metadata": {"name": f"key-{i:05d}", "namespace": ns},
+                "spec": {"tenant": ns, "scopes": ["send_email"], "rotation": {"interval": "90d"}},
+            }
+            custom.create_namespaced_custom_object(v.GROUP, v.VERSION, ns, v.PLURAL, body)
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(create, range(args.keys)))
+        wait_reconciled(url, args.keys, timeout=args.keys)
+        while True:
+            items = custom.list_cluster_custom_object(v.GROUP, v.VERSION, v.PLURAL)["items"]
+            if sum((o.get("status") or {}).get("phase") == "Active" for o in items) >= args.keys:
+                break
+            time.sleep(1)
+        print(f"{args.keys} keys Active after {time.perf_counter() - started:.1f}s", flush=True)
+
+        time.sleep(5)  # let the last status patches and Events drain
+        pid = operator.pid or 0
+        before = cpu_seconds(pid)
+        time.sleep(args.idle_seconds)
+        idle_pct = (cpu_seconds(pid) - before) / args.idle_seconds * 100
+        rss = peak_rss_mb(pid)
+        print(f"idle: operator used {idle_pct:.2f}% of one core over {args.idle_seconds:.0f}s; "
+              f"peak RSS {rss:.0f} MB", flush=True)
+
+        operator.stop()
+        restarted = time.perf_counter()
+        operator, url = start_operator(env, "operator-2")
+        wait_reconciled(url, args.keys, timeout=300)
+        settled = time.perf_counter() - restarted
+        bcrypt_calls = metric(url, "pmkeys_operator_bcrypt_operations")
+        rss2 = peak_rss_mb(operator.pid or 0)
+        print(f"restart: every key reconciled {settled:.1f}s after the restart, with {bcrypt_calls:.0f} bcrypt "
+              f"calls; peak RSS {rss2:.0f} MB", flush=True)
+        print(f"keys={args.keys} idle_cpu_pct={idle_pct:.2f} peak_rss_mb={max(rss, rss2):.0f} "
+              f"restart_settled_s={settled:.1f} resume_bcrypt={bcrypt_calls:.0f}")
+    finally:
+        env.stop()
+        env.cleanup()
+
+
+if __name__ == "__main__":
+    main()
