@@ -77,7 +77,9 @@ class OperatorSettings(_Settings):
     rotation_jitter: float = Field(default=0.05, ge=0, le=0.5)
     metrics_port: int = 0
     #: Revoked records older than this are deleted from Vault (0 = keep forever).
-    retention_days: int = Field(default=400, ge=0)
+    retention_days: float = Field(default=400, ge=0)
+    #: How often the retention sweep runs.
+    retention_sweep_seconds: float = Field(default=6 * 3600, gt=0)
     #: Test-only: kill the process with SIGKILL when reaching this crash point.
     crash_at: str = ""
 

@@ -95,3 +95,19 @@ def test_api_server_restart(
     violations += check_key(fkube, fvault, ftenant, "after", max_records=1)
     report.record("kube-apiserver restarted", violations, "watches resumed; new and updated keys converge")
     assert not violations, violations
+
+
+def test_revoked_records_are_destroyed_after_retention(
+    control: OperatorControl, fkube: Kube, fvault: VaultView, ftenant: str
+) -> None:
+    control.start(PMKEYS_RETENTION_DAYS="0.0001", PMKEYS_RETENTION_SWEEP_SECONDS="2")  # ~9 s
+    fkube.create_key(key("kept", ftenant))
+    fkube.create_key(key("dropped", ftenant))
+    fkube.wait_phase(ftenant, "kept", "Active")
+    fkube.wait_phase(ftenant, "dropped", "Active")
+    kept, dropped = fkube.plaintext(ftenant, "kept"), fkube.plaintext(ftenant, "dropped")
+    fkube.patch_key(ftenant, "dropped", {"spec": {"revoked": True}})
+    fkube.wait_phase(ftenant, "dropped", "Revoked")
+    assert fvault.record_for(dropped) is not None, "revoked records stay during retention"
+    wait_for(lambda: fvault.record_for(dropped) is None, timeout=30, what="retention sweep")
+    assert fvault.record_for(kept) is not None and fvault.record_for(kept).state == "active"

@@ -49,6 +49,8 @@ INVALID: list[tuple[str, Any, str]] = [
     ("tenant-uppercase", {"tenant": "Acme"}, "spec.tenant"),
     ("tenant-too-long", {"tenant": "a" * 64}, "spec.tenant"),
     ("tenant-path-trick", {"tenant": "../other"}, "spec.tenant"),
+    ("tenant-unicode", {"tenant": "açme"}, "spec.tenant"),
+    ("tenant-slash", {"tenant": "acme/keys"}, "spec.tenant"),
     ("no-scopes", lambda m: m["spec"].pop("scopes"), "spec.scopes: Required"),
     ("empty-scopes", {"scopes": []}, "spec.scopes"),
     ("unknown-scope", {"scopes": ["delete_everything"]}, "spec.scopes[0]"),

@@ -28,7 +28,7 @@ from pmkeys.api import vocabulary as v
 from pmkeys.config import OperatorSettings
 from pmkeys.keys.hashing import Hasher
 from pmkeys.kubeclient import api_client
-from pmkeys.reconcile import crashpoints
+from pmkeys.reconcile import crashpoints, retention
 from pmkeys.reconcile.kube import KubeApi
 from pmkeys.reconcile.reconciler import Reconciler
 from pmkeys.reconcile.scheduling import ObjectRef, Scheduler
@@ -118,6 +118,10 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         configure_kopf(settings, memo.operator_settings)
         runtime = Runtime.create(memo.operator_settings)
         runtime.tasks.append(asyncio.create_task(runtime.scheduler.run()))
+        ours: OperatorSettings = memo.operator_settings
+        runtime.tasks.append(asyncio.create_task(retention.run(
+            runtime.store, retention_days=ours.retention_days, every_seconds=ours.retention_sweep_seconds
+        )))
         memo.runtime = runtime
 
     @kopf.on.cleanup(registry=registry)

@@ -140,6 +140,16 @@ class KeyStore:
 
         return await self.session.call(listing)
 
+    async def destroy_record(self, digest: str) -> None:
+        """Delete a record and all its versions (retention of long-revoked records only)."""
+
+        def destroy(client: hvac.Client) -> None:
+            client.secrets.kv.v2.delete_metadata_and_all_versions(
+                path=self.record_path(digest), mount_point=self.mount
+            )
+
+        await self.session.call(destroy)
+
     # -- owner index ---------------------------------------------------------------------
     async def get_owner(self, uid: str) -> tuple[OwnerIndex, int] | None:
         stored = await self._read(self.owner_path(uid))
