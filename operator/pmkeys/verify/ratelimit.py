@@ -42,12 +42,13 @@ def lua(name: str) -> str:
 
 
 def connect(url: str, *, timeout: float) -> aioredis.Redis:
-    """A client that fails fast: short timeouts and no retries (the policy decides instead)."""
+    """A client that fails fast: short timeouts and one immediate retry (which replaces a pooled
+    connection that died with a Redis restart); beyond that the failure policy decides."""
     return aioredis.Redis.from_url(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1),
         decode_responses=True,
     )
 

@@ -75,8 +75,9 @@ _wall = time.time
 _hmac = hmac.digest
 HOUSEKEEPING_SECONDS = 10.0
 PEPPER_RETRY_MAX = 10.0
-#: Before the operator has created the pepper, how often a request may look for it again.
-PEPPER_RECHECK_SECONDS = 1.0
+#: Before the operator has created the pepper (a new installation), how often a request may
+#: look for it again: a Vault read per interval at most, and the first key works at once.
+PEPPER_RECHECK_SECONDS = 0.1
 
 
 class Stats:
@@ -129,6 +130,7 @@ class Verifier:
         self._peppers: list[Pepper] = []
         self._pepper: bytes | None = None
         self._pepper_read_at = 0.0
+        self._pepper_flight: asyncio.Future[bool] | None = None
         self._vault_answered = False
         self._flights: dict[str, asyncio.Future[Entry | Outcome]] = {}
         #: digest → the bcrypt hash this key was checked against (bcrypt once per key).
@@ -233,7 +235,7 @@ class Verifier:
 
     async def _load_peppers(self) -> bool:
         """Read the peppers; True once Vault has answered (even "none yet": then no key exists,
-        and a request retries the read at most once a second until the operator made one)."""
+        and a request retries the read, at most every PEPPER_RECHECK_SECONDS, until the operator made one)."""
         self._pepper_read_at = time.monotonic()
         try:
             peppers = await self.store.read_peppers()
@@ -254,10 +256,13 @@ class Verifier:
         logger.info("Vault answered; verifying keys")
 
     async def _without_pepper(self, key: str, scope: str | None, client: str | None, now: int) -> Decision:
-        if time.monotonic() - self._pepper_read_at >= PEPPER_RECHECK_SECONDS:
-            await self._load_peppers()
-            if self._pepper is not None:
-                return await self.verify(key, scope, client=client)
+        if self._pepper_flight is None and time.monotonic() - self._pepper_read_at >= PEPPER_RECHECK_SECONDS:
+            flight = self._pepper_flight = asyncio.ensure_future(self._load_peppers())
+            flight.add_done_callback(lambda _: setattr(self, "_pepper_flight", None))
+        if self._pepper_flight is not None:  # one read for every request waiting on it
+            await asyncio.shield(self._pepper_flight)
+        if self._pepper is not None:
+            return await self.verify(key, scope, client=client)
         if self._vault_answered:
             return self._failure(Outcome.UNKNOWN, client, now)
         return self._refusal(Outcome.VAULT_UNAVAILABLE, "the digest pepper could not be read yet", retry_after=1)
