@@ -53,16 +53,19 @@ policy() {
   fi
 }
 
-if ! "$VAULT" secrets list -format=json | grep -q "\"$KV_MOUNT/\""; then
+secrets_enabled=$("$VAULT" secrets list -format=json)
+auth_enabled=$("$VAULT" auth list -format=json)
+if [[ $secrets_enabled != *"\"$KV_MOUNT/\""* ]]; then
   "$VAULT" secrets enable -path="$KV_MOUNT" -version=2 kv >/dev/null
 fi
-if ! "$VAULT" auth list -format=json | grep -q "\"$AUTH_MOUNT/\""; then
+if [[ $auth_enabled != *"\"$AUTH_MOUNT/\""* ]]; then
   "$VAULT" auth enable -path="$AUTH_MOUNT" kubernetes >/dev/null
 fi
 if [[ -n ${KUBERNETES_HOST:-} ]]; then
   config=("kubernetes_host=$KUBERNETES_HOST")
   [[ -n ${KUBERNETES_CA_CERT:-} ]] && config+=("kubernetes_ca_cert=@$KUBERNETES_CA_CERT")
-  [[ -n ${TOKEN_REVIEWER_JWT:-} ]] && config+=("token_reviewer_jwt=$TOKEN_REVIEWER_JWT")
+  # Outside the cluster there is no pod token or CA file to fall back on.
+  [[ -n ${TOKEN_REVIEWER_JWT:-} ]] && config+=("token_reviewer_jwt=$TOKEN_REVIEWER_JWT" "disable_local_ca_jwt=true")
   "$VAULT" write "auth/$AUTH_MOUNT/config" "${config[@]}" >/dev/null
 fi
 
