@@ -24,7 +24,8 @@ def structural(model: type[BaseModel], *, with_defaults: bool = True) -> dict[st
     """The structural OpenAPI schema of ``model`` (``$ref`` inlined, nullables flattened)."""
     schema = model.model_json_schema(by_alias=True, mode="validation")
     defs = schema.pop("$defs", {})
-    return _convert(schema, defs, with_defaults=with_defaults)
+    converted: dict[str, Any] = _convert(schema, defs, with_defaults=with_defaults)
+    return converted
 
 
 def _convert(node: Any, defs: dict[str, Any], *, with_defaults: bool) -> Any:

@@ -12,10 +12,11 @@ sees the operator change the spec (the operator never writes ``spec``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 from pmkeys.api.durations import DURATION_PATTERN
 from pmkeys.api.vocabulary import (
@@ -33,11 +34,11 @@ LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 MAX_RATE_LIMIT = max(TIER_RATE_LIMITS.values())
 
 
-def _cel(rule: str, message: str, **extra: str) -> dict[str, str]:
+def _cel(rule: str, message: str, **extra: str) -> JsonDict:
     return {"rule": rule, "message": message, **extra}
 
 
-def _immutable(field: str) -> dict[str, Any]:
+def _immutable(field: str) -> JsonDict:
     return {"x-kubernetes-validations": [_cel("self == oldSelf", f"{field} is immutable")]}
 
 

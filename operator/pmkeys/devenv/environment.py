@@ -67,7 +67,7 @@ class LocalEnvironment:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- component processes -------------------------------------------------------------
-    def component_env(self, component: str, *, kubeconfig: Path | None = None, **extra: str) -> dict[str, str]:
+    def component_env(self, component: str, extra: dict[str, str], *, kubeconfig: Path | None = None) -> dict[str, str]:
         """Environment for ``pmkeys <component>``: Vault via the Kubernetes auth method with
         the component's own ServiceAccount token, as in a pod."""
         env = {k: val for k, val in os.environ.items() if not k.startswith("PMKEYS_")}
@@ -93,7 +93,7 @@ class LocalEnvironment:
             name or component,
             [sys.executable, "-m", "pmkeys", component, *args],
             log_dir=self.logs,
-            env=self.component_env(component, **env),
+            env=self.component_env(component, env),
         )
         proc.start()
         self.components.append(proc)

@@ -14,9 +14,13 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import bcrypt
+
+T = TypeVar("T")
 
 PRODUCTION_COST = 12
 logger = logging.getLogger(__name__)
@@ -65,7 +69,7 @@ class Hasher:
     def _check_sync(key: str, hashed: str) -> bool:
         return bcrypt.checkpw(key.encode(), hashed.encode())
 
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[..., T], *args: str) -> T:
         with self._lock:
             if self._pending >= self._max_queue:
                 raise HashingBusy(f"bcrypt pool busy ({self._pending} jobs waiting)")

@@ -180,7 +180,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     return registry
 
 
-class NoDiffBase(kopf.DiffBaseStorage):
+class NoDiffBase(kopf.DiffBaseStorage):  # type: ignore[misc]
     """kopf keeps a copy of the last handled spec to compute diffs for update handlers. We have
     none (changes are detected in :meth:`Runtime.asks_for_something_new`), so we keep no copy:
     no annotation write per object, nothing for GitOps tools to see."""
