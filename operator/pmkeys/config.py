@@ -76,6 +76,8 @@ class OperatorSettings(_Settings):
     #: Longest random delay added to scheduled rotations, as a fraction of the interval.
     rotation_jitter: float = Field(default=0.05, ge=0, le=0.5)
     metrics_port: int = 0
+    #: kopf's liveness endpoint (/healthz), which answers only while the event loop runs.
+    health_port: int = 0
     #: Revoked records older than this are deleted from Vault (0 = keep forever).
     retention_days: float = Field(default=400, ge=0)
     #: How often the retention sweep runs.

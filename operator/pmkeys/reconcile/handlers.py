@@ -124,6 +124,11 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         )))
         memo.runtime = runtime
 
+    @kopf.on.probe(id="scheduled", registry=registry)
+    def scheduled(memo: kopf.Memo, **_: Any) -> int:
+        """Objects with a pending timer: shown by the liveness endpoint."""
+        return len(memo.runtime.scheduler)
+
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         with contextlib.suppress(AttributeError):
@@ -225,4 +230,5 @@ async def run(settings: OperatorSettings) -> None:
         peering_name=settings.peering or None,
         priority=settings.priority,
         memo=kopf.Memo(operator_settings=settings),
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
     )
