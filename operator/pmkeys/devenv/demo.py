@@ -139,5 +139,5 @@ def _show_verification(api: client.ApiClient, verifier: str) -> None:
     print("\nVerifying the newsletter-sender key (from its Secret) through the verifier:")
     for scope in ("send_email", "manage_contacts"):
         answer = httpx.post(f"{verifier}/v1/verify", json={"key": key, "scope": scope}, timeout=30).json()
-        shown = {k: answer.get(k) for k in ("allowed", "reason", "tenant", "key_id")}
+        shown = {k: answer.get(k) for k in ("allowed", "reason", "tenant", "keyId")}
         print(f"  scope {scope:<16} -> {shown}")
