@@ -11,8 +11,9 @@ costs one Vault read, not one per request. The negative cache is bounded and cle
 any object gets a new key (a key can be used a few milliseconds before its record is written,
 and must not then be refused for the whole negative TTL).
 
-``epoch`` increases on every invalidation; a cache miss remembers the epoch it started in and
-does not store its result if an invalidation happened meanwhile (the result may predate it).
+``epoch`` increases on every invalidation and each object remembers the epoch of its last one: a
+cache miss notes the epoch it started in and does not store its result if *its* object was
+invalidated meanwhile (the result may predate the change). Other objects' churn does not matter.
 Times are monotonic microseconds.
 """
 
@@ -87,6 +88,8 @@ class KeyCache:
         self._by_key_id: dict[str, Entry] = {}
         self._negative: dict[str, int] = {}
         self.epoch = 0
+        self._changed: dict[str, int] = {}
+        self._cleared = 0
 
     def put(self, digest: str, entry: Entry) -> None:
         self.entries[digest] = entry
@@ -96,9 +99,14 @@ class KeyCache:
     def by_key_id(self, key_id: str) -> Entry | None:
         return self._by_key_id.get(key_id)
 
+    def unchanged_since(self, uid: str, epoch: int) -> bool:
+        """Whether object ``uid`` was not invalidated after ``epoch``."""
+        return self._changed.get(uid, 0) <= epoch and self._cleared <= epoch
+
     def drop_uid(self, uid: str) -> int:
         """Forget every key of one object; returns how many entries went."""
         self.epoch += 1
+        self._changed[uid] = self.epoch
         digests = self._by_uid.pop(uid, set())
         for digest in digests:
             entry = self.entries.pop(digest, None)
@@ -108,6 +116,7 @@ class KeyCache:
 
     def clear(self) -> None:
         self.epoch += 1
+        self._cleared = self.epoch
         self.entries.clear()
         self._by_uid.clear()
         self._by_key_id.clear()

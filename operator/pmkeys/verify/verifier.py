@@ -412,7 +412,7 @@ class Verifier:
             self._checked[record_digest] = record.bcrypt
         now = _monotonic_ns() // 1000
         entry = Entry.from_record(record, now=now, ttl_us=self._cache.ttl_us, revoked=revoked)
-        if self._cache.epoch == epoch:
+        if self._cache.unchanged_since(record.uid, epoch):
             self._cache.put(primary, entry)
         return entry
 
