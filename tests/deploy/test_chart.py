@@ -89,10 +89,12 @@ def test_defaults_render_three_components_with_least_privilege(helm_offline: Hel
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
-        assert container["livenessProbe"]["httpGet"]["port"] in ("http", "metrics")
+        assert container["livenessProbe"]["httpGet"]["port"] in ("http", "health")
     probes = {n: (c.get("readinessProbe") or {}).get("httpGet", {}).get("path") for n, c in containers(docs).items()}
     assert probes == {"pmkeys-operator": None, "pmkeys-verifier": "/readyz", "pmkeys-ui": "/healthz"}
-    assert containers(docs)["pmkeys-verifier"]["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    liveness = {n: c["livenessProbe"]["httpGet"]["path"] for n, c in containers(docs).items()}
+    assert set(liveness.values()) == {"/healthz"}
+    assert env_of(containers(docs)["pmkeys-operator"])["PMKEYS_HEALTH_PORT"] == "8081"
 
 
 def test_no_component_role_but_the_operator_touches_secrets(helm_offline: Helm) -> None:

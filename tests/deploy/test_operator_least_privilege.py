@@ -64,11 +64,13 @@ def start_operator(cluster: LocalEnvironment, admin: Kube, tmp_path: Path,
     documents = chart.apply_rbac(cluster.kubeconfig, values)
     token = bootstrap.token(admin.api, bootstrap.service_account("operator"), hours=1)
     kubeconfig = cluster.kubeconfig_for_token(token, tmp_path / "operator-sa.kubeconfig")
-    port = free_port()
+    port, health = free_port(), free_port()
     leakscan.METRICS_URLS.append(f"http://127.0.0.1:{port}/metrics")
+    # Ready when kopf's liveness endpoint answers, as the chart's probes ask.
     process = cluster.start_component(
-        "operator", name=f"operator-sa-{port}", ready_url=f"http://127.0.0.1:{port}/metrics",
-        PMKEYS_KUBECONFIG=str(kubeconfig), PMKEYS_BCRYPT_COST="4", PMKEYS_METRICS_PORT=str(port), **settings)
+        "operator", name=f"operator-sa-{port}", ready_url=f"http://127.0.0.1:{health}/healthz",
+        PMKEYS_KUBECONFIG=str(kubeconfig), PMKEYS_BCRYPT_COST="4", PMKEYS_METRICS_PORT=str(port),
+        PMKEYS_HEALTH_PORT=str(health), **settings)
     return process, documents
 
 
