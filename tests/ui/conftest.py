@@ -21,6 +21,7 @@ from pmkeys.api import vocabulary as v
 from pmkeys.devenv import bootstrap
 from pmkeys.devenv.environment import LocalEnvironment
 from pmkeys.devenv.processes import ServerProcess, free_port
+from pmkeys.keys.material import ApiKey, parse
 from pmkeys.ui import rbac
 from tests.kube import Kube, wait_for
 
@@ -163,13 +164,15 @@ def wait_issued(user: TenantUser, name: str, *, other_than: str | None = None) -
                     what=f"key {name} issued")
 
 
-def reveal(kube: Kube, user: TenantUser, name: str) -> tuple[str, str]:
-    """Reveal through the UI; the plaintext is registered for the leak scan, never printed."""
+def reveal(kube: Kube, user: TenantUser, name: str) -> tuple[str, ApiKey]:
+    """Reveal through the UI. The key comes back as an :class:`ApiKey`, whose repr shows only
+    its prefix (so a failing assertion or traceback cannot print it), and is registered for the
+    leak scan."""
     response = user.http.post(user.keys_url(name=name, action="reveal"))
     assert response.status_code == 200, f"reveal answered {response.status_code}: {response.json().get('error')}"
     body = response.json()
     kube.issued.add(body["apiKey"])
-    return body["keyId"], body["apiKey"]
+    return body["keyId"], parse(body["apiKey"])
 
 
 def secret_annotations(kube: Kube, namespace: str, name: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from pmkeys.api import vocabulary as v
+from pmkeys.keys.material import ApiKey
 from pmkeys.vault.records import KeyState
 from tests.builders import key
 from tests.kube import Kube, wait_for
@@ -34,9 +35,9 @@ def created_and_issued(user: TenantUser, name: str, **fields: object) -> dict:
     return wait_issued(user, name)
 
 
-def works_in_vault(vault: VaultView, plaintext: str, *, key_id: str) -> bool:
-    record = vault.record_for(plaintext)
-    return record is not None and record.key_id == key_id and bcrypt_matches(plaintext, record) \
+def works_in_vault(vault: VaultView, key: ApiKey, *, key_id: str) -> bool:
+    record = vault.record_for(key.value)
+    return record is not None and record.key_id == key_id and bcrypt_matches(key.value, record) \
         and record.usable_at(dt.datetime.now(dt.UTC))
 
 
@@ -57,9 +58,9 @@ def test_create_then_reveal_once_then_409(admin: TenantUser, kube: Kube, vault: 
     issued = wait_issued(admin, "billing")
     key_id, plaintext = reveal(kube, admin, "billing")
     assert key_id == issued["keyId"]
-    same_as_secret = plaintext == kube.plaintext(admin.namespace, issued["secretName"])
+    same_as_secret = plaintext.value == kube.plaintext(admin.namespace, issued["secretName"])
     assert same_as_secret, "the revealed key must be the Secret's key"
-    assert plaintext.startswith("pm_test_")
+    assert plaintext.environment == "test"
     assert works_in_vault(vault, plaintext, key_id=key_id), "the revealed key must match its Vault record"
     assert v.REVEALED_ANNOTATION in secret_annotations(kube, admin.namespace, issued["secretName"])
 
@@ -110,7 +111,7 @@ def test_regenerate_with_grace_keeps_old_key_working(admin: TenantUser, kube: Ku
     differs = new_key != old_key
     assert differs, "regenerate must issue a different key"
     assert works_in_vault(vault, new_key, key_id=new_id)
-    old_record = vault.record_for(old_key)
+    old_record = vault.record_for(old_key.value)
     assert old_record is not None and old_record.state is KeyState.RETIRING
     remaining = old_record.not_after - dt.datetime.now(dt.UTC)
     assert dt.timedelta(minutes=55) < remaining <= dt.timedelta(hours=1)
@@ -123,7 +124,7 @@ def test_regenerate_now_revokes_the_old_key(admin: TenantUser, kube: Kube, vault
     response = admin.http.post(admin.keys_url(name="hard-swap", action="regenerate"), json={"gracePeriod": "0"})
     assert response.status_code == 202
     wait_issued(admin, "hard-swap", other_than=old_id)
-    wait_for(lambda: (r := vault.record_for(old_key)) is not None and r.state is KeyState.REVOKED,
+    wait_for(lambda: (r := vault.record_for(old_key.value)) is not None and r.state is KeyState.REVOKED,
              what="old key revoked at once")
 
 

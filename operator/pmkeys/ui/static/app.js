@@ -101,6 +101,19 @@
     const name = page.dataset.name;
     const progress = $("progress");
 
+    const phaseStyles = JSON.parse(page.dataset.phaseStyles || "{}");
+
+    function refreshHeader(key) {
+      $("key-prefix").textContent = key.displayPrefix || "";
+      $("key-id").textContent = key.keyId || "";
+      $("key-id-label").hidden = !key.keyId;
+      const pill = document.querySelector("#key-phase .pill");
+      pill.className = `pill pill-${phaseStyles[key.phase] || "muted"}`;
+      pill.lastChild.textContent = key.phase;
+      const regenerate = $("regenerate-button");
+      if (regenerate) regenerate.disabled = !key.keyId;
+    }
+
     function step(id, state) {
       const item = $(`step-${id}`);
       item.classList.remove("is-done", "is-active");
@@ -135,6 +148,7 @@
             step("ready", "done");
             progressMessage("Your key is ready", `Issued in ${seconds} s.`);
             progress.classList.add("is-complete");
+            refreshHeader(key);
             return key;
           }
           $("progress-detail").textContent = `Waiting for the operator… ${seconds} s (status: ${key.phase})`;
