@@ -45,8 +45,8 @@ class Cluster:
 
     def __init__(self, *, kubeconfig: str | None, context: str | None, namespace: str | None) -> None:
         try:
-            api = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
-            contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+            api = config.new_client_from_config(config_file=kubeconfig, context=context)
+            contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
         except (ConfigException, FileNotFoundError) as exc:
             raise CommandError(f"cannot load kubeconfig: {exc}") from None
         if context:
@@ -114,7 +114,8 @@ def _parse_time(value: str | None) -> dt.datetime | None:
 
 
 def _event_time(event: client.CoreV1Event) -> dt.datetime | None:
-    return event.last_timestamp or event.event_time or event.first_timestamp
+    when: dt.datetime | None = event.last_timestamp or event.event_time or event.first_timestamp
+    return when
 
 
 def age(value: str | dt.datetime | None, *, now: dt.datetime | None = None) -> str:
