@@ -116,30 +116,35 @@ def _allowed(kube: Kube, namespace: str, sa: str) -> bool:
     return bool(result.status.allowed)
 
 
+def new_user(kube: Kube, base_url: str, namespace: str, role: str | None = "admin") -> TenantUser:
+    """A ServiceAccount in ``namespace`` bound to the tenant role (None: no binding at all) and
+    an API client sending its token. Close ``user.http`` when done."""
+    name = f"user-{secrets.token_hex(3)}"
+    docs: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}
+    ]
+    if role:
+        docs.append(_binding(namespace, name, ADMIN_ROLE if role == "admin" else VIEWER_ROLE))
+    _apply(kube, docs)
+    if role:
+        wait_for(lambda: _allowed(kube, namespace, name), what=f"RBAC for {namespace}/{name} in effect")
+    token = bootstrap.token(kube.api, name, namespace=namespace, hours=1)
+    http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return TenantUser(namespace, name, token, http)
+
+
 @pytest.fixture
 def make_user(kube: Kube, ui_server: UiServer, ui_rbac: None) -> Iterator[Callable[..., TenantUser]]:
-    """``make_user(namespace, role="admin"|"viewer"|None)``: a ServiceAccount in ``namespace``
-    bound to the tenant role (None: no binding at all) and an API client using its token."""
-    clients: list[httpx.Client] = []
+    """``make_user(namespace, role="admin"|"viewer"|None)``: see :func:`new_user`."""
+    users: list[TenantUser] = []
 
     def make(namespace: str, role: str | None = "admin") -> TenantUser:
-        name = f"user-{secrets.token_hex(3)}"
-        docs: list[dict[str, Any]] = [
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}
-        ]
-        if role:
-            docs.append(_binding(namespace, name, ADMIN_ROLE if role == "admin" else VIEWER_ROLE))
-        _apply(kube, docs)
-        if role:
-            wait_for(lambda: _allowed(kube, namespace, name), what=f"RBAC for {namespace}/{name} in effect")
-        token = bootstrap.token(kube.api, name, namespace=namespace, hours=1)
-        http = httpx.Client(base_url=ui_server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-        clients.append(http)
-        return TenantUser(namespace, name, token, http)
+        users.append(new_user(kube, ui_server.url, namespace, role))
+        return users[-1]
 
     yield make
-    for http in clients:
-        http.close()
+    for user in users:
+        user.http.close()
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from pmkeys.kubeclient import api_client
 from pmkeys.ui import api, pages
 from pmkeys.ui.callers import SignInRequired
 from pmkeys.ui.context import UiContext
-from pmkeys.ui.errors import UiError, validation_error
+from pmkeys.ui.errors import FieldError, UiError, validation_error
 
 logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -103,6 +103,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:  # a body FastAPI could not even parse (not JSON, not UTF-8)
+            unreadable = UiError(422, "invalid", "the request body is not valid JSON",
+                                 [FieldError("body", "not valid JSON (UTF-8)")])
+            return _error_response(request, unreadable)
         codes = {404: "not_found", 405: "method_not_allowed"}
         message = "there is no such page" if exc.status_code == 404 else str(exc.detail)
         return _error_response(request, UiError(exc.status_code, codes.get(exc.status_code, "error"), message))

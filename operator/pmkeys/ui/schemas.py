@@ -9,11 +9,12 @@ with its field names (:mod:`pmkeys.ui.errors`). Field names are camelCase like t
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from pmkeys.api.durations import DURATION_PATTERN
 from pmkeys.api.model import DNS_SUBDOMAIN, MAX_RATE_LIMIT
 from pmkeys.api.vocabulary import TIER_RATE_LIMITS, Environment, Phase, Scope, Tier
 
@@ -35,6 +36,16 @@ class _Response(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
+def _tier_ceiling(tier: Tier, limit: int) -> dict[str, Any]:
+    """The CRD's CEL rule "rateLimit within the tier's ceiling", written down for API clients
+    (JSON Schema if/then; the API server enforces it and answers 422 naming rateLimit)."""
+    chosen: dict[str, Any] = {"properties": {"tier": {"const": tier.value}}, "required": ["tier"]}
+    if tier is Tier.STARTER:  # the default tier also applies when none is given
+        chosen = {"anyOf": [chosen, {"not": {"required": ["tier"]}}]}
+    ceiling = {"anyOf": [{"type": "integer", "maximum": limit}, {"type": "null"}]}
+    return {"if": chosen, "then": {"properties": {"rateLimit": ceiling}}}
+
+
 class KeyCreate(_Request):
     """A new key. Only ``name`` and ``scopes`` are required."""
 
@@ -42,13 +53,25 @@ class KeyCreate(_Request):
                       description="Name of the TenantApiKey (and of its Secret): lowercase letters, digits, '-', '.'.")
     display_name: str = Field(default="", max_length=128, description="Human-readable name.")
     environment: Environment = Field(default=Environment.LIVE, description="live (pm_live_…) or test (pm_test_…).")
-    scopes: list[Scope] = Field(min_length=1, max_length=len(Scope), description="What the key may do.")
+    scopes: list[Scope] = Field(min_length=1, max_length=len(Scope), description="What the key may do.",
+                                json_schema_extra={"uniqueItems": True})
     tier: Tier = Field(default=Tier.STARTER, description="Rate-limit tier.")
     rate_limit: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT,
                                    description="Requests per minute below the tier's ceiling; unset = the ceiling.")
     expires_at: dt.datetime | None = Field(default=None, description="RFC 3339 time after which the key stops working.")
-    rotation_interval: str = Field(default="0", max_length=32,
-                                   description="Scheduled rotation (e.g. 90d; 0 = never).")
+    rotation_interval: str = Field(default="0", max_length=32, pattern=DURATION_PATTERN,
+                                   description="Scheduled rotation: <number><unit> with units d, h, m, s "
+                                               "(e.g. 90d, 720h); 0 = never.")
+
+    model_config = ConfigDict(json_schema_extra={"allOf": [_tier_ceiling(t, n) for t, n in TIER_RATE_LIMITS.items()]})
+
+    @field_validator("scopes")
+    @classmethod
+    def _no_repeats(cls, value: list[Scope]) -> list[Scope]:
+        repeated = sorted({s.value for s in value if value.count(s) > 1})
+        if repeated:
+            raise ValueError(f"each scope at most once; repeated: {', '.join(repeated)}")
+        return value
 
     @field_validator("expires_at")
     @classmethod
