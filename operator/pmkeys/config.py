@@ -80,8 +80,10 @@ class OperatorSettings(_Settings):
     health_port: int = 0
     #: Revoked records older than this are deleted from Vault (0 = keep forever).
     retention_days: float = Field(default=400, ge=0)
-    #: How often the retention sweep runs.
+    #: How often the housekeeping sweep (retention, orphans) runs.
     retention_sweep_seconds: float = Field(default=6 * 3600, gt=0)
+    #: Usable records of vanished objects are revoked once older than this.
+    orphan_min_age_seconds: float = Field(default=600, ge=0)
     #: Test-only: kill the process with SIGKILL when reaching this crash point.
     crash_at: str = ""
 

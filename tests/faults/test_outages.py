@@ -111,3 +111,25 @@ def test_revoked_records_are_destroyed_after_retention(
     assert fvault.record_for(dropped) is not None, "revoked records stay during retention"
     wait_for(lambda: fvault.record_for(dropped) is None, timeout=30, what="retention sweep")
     assert fvault.record_for(kept) is not None and fvault.record_for(kept).state == "active"
+
+
+def test_orphaned_records_are_revoked(control: OperatorControl, fkube: Kube, fvault: VaultView, ftenant: str) -> None:
+    """A cluster rebuilt from backup: the object vanished without its finalizer running."""
+    control.start()
+    fkube.create_key(key("vanishing", ftenant))
+    fkube.create_key(key("staying", ftenant))
+    fkube.wait_phase(ftenant, "vanishing", "Active")
+    fkube.wait_phase(ftenant, "staying", "Active")
+    vanishing, staying = fkube.plaintext(ftenant, "vanishing"), fkube.plaintext(ftenant, "staying")
+    control.stop()
+    fkube.patch_key(ftenant, "vanishing", {"metadata": {"finalizers": None}})
+    fkube.delete_key(ftenant, "vanishing")
+    wait_for(lambda: fkube.key_gone(ftenant, "vanishing"), what="object gone without its finalizer")
+    assert fvault.record_for(vanishing).state == "active"
+    control.start(PMKEYS_ORPHAN_MIN_AGE_SECONDS="1", PMKEYS_RETENTION_SWEEP_SECONDS="2")
+    wait_for(lambda: fvault.record_for(vanishing).state == "revoked", timeout=30, what="orphan revoked")
+    assert fvault.record_for(vanishing).revoked_reason == "its TenantApiKey no longer exists"
+    assert fvault.record_for(staying).state == "active"
+    violations = check_vault(fkube, fvault)
+    report.record("TenantApiKey vanished without its finalizer (restore)", violations, "orphan record revoked")
+    assert not violations, violations

@@ -120,7 +120,12 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         runtime.tasks.append(asyncio.create_task(runtime.scheduler.run()))
         ours: OperatorSettings = memo.operator_settings
         runtime.tasks.append(asyncio.create_task(retention.run(
-            runtime.store, retention_days=ours.retention_days, every_seconds=ours.retention_sweep_seconds
+            runtime.store,
+            lambda: runtime.kube.list_key_uids(ours.namespaces),
+            namespaces=ours.namespaces,
+            retention_days=ours.retention_days,
+            orphan_min_age=ours.orphan_min_age_seconds,
+            every_seconds=ours.retention_sweep_seconds,
         )))
         memo.runtime = runtime
 

@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 from kubernetes import client
@@ -49,6 +50,19 @@ class KubeApi:
             if exc.status == 404:
                 return None
             raise
+
+    async def list_key_uids(self, namespaces: list[str]) -> set[str]:
+        """The uids of every TenantApiKey in ``namespaces`` (all namespaces if empty)."""
+        if not namespaces:
+            listing = await self._call(lambda: self.custom.list_cluster_custom_object(v.GROUP, v.VERSION, v.PLURAL))
+            return {item["metadata"]["uid"] for item in listing["items"]}
+        uids: set[str] = set()
+        for ns in namespaces:
+            listing = await self._call(
+                partial(self.custom.list_namespaced_custom_object, v.GROUP, v.VERSION, ns, v.PLURAL)
+            )
+            uids |= {item["metadata"]["uid"] for item in listing["items"]}
+        return uids
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         await self._call(
