@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bcrypt
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from kubernetes import client
 
 from pmkeys.api import vocabulary as v

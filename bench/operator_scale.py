@@ -22,22 +22,18 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from kubernetes import client
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kubernetes import client  # noqa: E402
-
-from pmkeys.api import vocabulary as v  # noqa: E402
-from pmkeys.devenv import bootstrap  # noqa: E402
-from pmkeys.devenv.environment import LocalEnvironment  # noqa: E402
-from pmkeys.devenv.processes import ServerProcess, free_port  # noqa: E402
-from pmkeys.kubeclient import api_client  # noqa: E402
+from pmkeys.api import vocabulary as v
+from pmkeys.devenv import bootstrap
+from pmkeys.devenv.environment import LocalEnvironment
+from pmkeys.devenv.processes import ServerProcess, free_port
+from pmkeys.kubeclient import api_client
 
 NAMESPACES = 10
 
