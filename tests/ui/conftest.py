@@ -23,6 +23,7 @@ from pmkeys.devenv.environment import LocalEnvironment
 from pmkeys.devenv.processes import ServerProcess, free_port
 from pmkeys.keys.material import ApiKey, parse
 from pmkeys.ui import rbac
+from tests import leakscan
 from tests.kube import Kube, wait_for
 
 UI_ROLE = "pmkeys-ui-test"
@@ -80,9 +81,10 @@ def ui_rbac(kube: Kube) -> None:
 
 
 @pytest.fixture(scope="session")
-def ui_server(env: LocalEnvironment, ui_rbac: None, operator: ServerProcess, tmp_path_factory: pytest.TempPathFactory
-              ) -> UiServer:
-    """``pmkeys ui`` as a process, authenticated to the API server as pmkeys-ui and nothing more."""
+def ui_server(env: LocalEnvironment, kube: Kube, ui_rbac: None, operator: ServerProcess,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
+    """``pmkeys ui`` as a process, authenticated to the API server as pmkeys-ui and nothing more.
+    At the end its log is searched for every key the run revealed."""
     kubeconfig = env.kubeconfig_for_token(env.token_files["ui"].read_text(),
                                           tmp_path_factory.mktemp("ui") / "kubeconfig")
     port = free_port()
@@ -92,7 +94,10 @@ def ui_server(env: LocalEnvironment, ui_rbac: None, operator: ServerProcess, tmp
         PMKEYS_KUBECONFIG=str(kubeconfig), PMKEYS_BIND="127.0.0.1", PMKEYS_PORT=str(port),
         PMKEYS_AUTHZ_CACHE_SECONDS="2",
     )
-    return UiServer(url, process)
+    server = UiServer(url, process)
+    yield server
+    findings = leakscan.scan([("UI log", server.log())], kube.issued)
+    assert not findings, "plaintext keys in the UI log: " + "; ".join(map(str, findings))
 
 
 def _binding(namespace: str, sa: str, role: str) -> dict[str, Any]:

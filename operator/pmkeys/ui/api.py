@@ -46,18 +46,21 @@ OPENAPI_URL = f"{PREFIX}/openapi.json"
 
 
 
+Responses = dict[int | str, dict[str, Any]]
+
+
 def _error(description: str) -> dict[str, Any]:
     return {"model": ErrorBody, "description": description}
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS: Responses = {
     401: _error("No or unaccepted credentials."),
     403: _error("RBAC does not allow this, the namespace is not one of yours, or the CSRF token is missing."),
     422: _error("Malformed input; `fields` names each offending field."),
     502: _error("The Kubernetes API could not be reached."),
 }
-NOT_FOUND = {404: _error("No such key in this namespace.")}
-CONFLICT = {409: _error("The key's state does not allow this (already revealed, revoked, not issued yet...).")}
+NOT_FOUND: Responses = {404: _error("No such key in this namespace.")}
+CONFLICT: Responses = {409: _error("The key's state does not allow this (already revealed, revoked, not issued).")}
 
 router = APIRouter(prefix=PREFIX, tags=["keys"], responses=ERRORS,
                    generate_unique_id_function=lambda route: route.name)
@@ -99,7 +102,7 @@ def list_keys(
     phase: Annotated[Phase | None, Query(alias="status", description="Only keys in this phase.")] = None,
 ) -> KeyList:
     """The tenant's keys, revoked ones last."""
-    keys = tenant_keys(caller, api, ui, namespace).list()
+    keys = tenant_keys(caller, api, ui, namespace).all()
     return KeyList(items=[k for k in keys if matches(k, name=name, phase=phase)])
 
 

@@ -115,7 +115,8 @@ def from_api_exception(exc: ApiException, *, what: str) -> UiError:
         return UiError(409, "conflict", f"{what} was changed by someone else meanwhile; try again")
     if code in (400, 422):
         fields = _causes(status)
-        return UiError(422, "invalid", message, fields)
+        summary = "; ".join(f"{f.field}: {f.message}" if f.field else f.message for f in fields[:5])
+        return UiError(422, "invalid", summary or message, fields)
     if code == 429:
         return UiError(429, "busy", "the Kubernetes API is busy; try again in a moment")
     return UiError(502, "kubernetes_unavailable", f"the Kubernetes API answered {code} for {what}")

@@ -65,7 +65,8 @@ class TenantKeys:
     def get(self, name: str) -> KeyView:
         return key_view(self.raw(name))
 
-    def list(self) -> list[KeyView]:
+    def all(self) -> list[KeyView]:
+        """Every key of the namespace, revoked ones last."""
         listing = _call(
             lambda: self._custom.list_namespaced_custom_object(
                 v.GROUP, v.VERSION, self.namespace, v.PLURAL, _request_timeout=REQUEST_TIMEOUT

@@ -223,7 +223,7 @@ def key_list(
     access = _access(ui, session, namespace)
     phase = Phase(status) if status in {p.value for p in Phase} else None
     with ui.client_for(session.token) as api:
-        keys = TenantKeys(api, access, session.user).list()
+        keys = TenantKeys(api, access, session.user).all()
     shown = {k.name for k in keys if matches(k, name=q, phase=phase)}
     return render(request, "list.html", keys=keys, shown=shown, q=q, status=phase.value if phase else "",
                   **_common(ui, session, access))
