@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from pmkeys.keys.material import ApiKey
 from pmkeys.vault.records import KeyState
 from tests.builders import key
 from tests.kube import Kube, wait_for
-from tests.ui.conftest import TenantUser, UiServer, reveal, secret_annotations, wait_issued, wait_key
+from tests.ui.conftest import VIEWER_ROLE, TenantUser, UiServer, reveal, secret_annotations, wait_issued, wait_key
 from tests.vaultview import VaultView, bcrypt_matches
 
 pytestmark = [pytest.mark.integration]
@@ -69,6 +70,17 @@ def test_create_then_reveal_once_then_409(admin: TenantUser, kube: Kube, vault: 
     assert again.json()["error"]["code"] == "already_revealed"
     assert "apiKey" not in again.json()
     assert again.headers["cache-control"] == "no-store"
+
+
+def test_concurrent_reveals_show_the_key_once(admin: TenantUser, kube: Kube) -> None:
+    created_and_issued(admin, "raced")
+    url = admin.keys_url(name="raced", action="reveal")
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: admin.http.post(url), range(4)))
+    for answer in answers:
+        if answer.status_code == 200:
+            kube.issued.add(answer.json()["apiKey"])
+    assert sorted(a.status_code for a in answers) == [200, 409, 409, 409]
 
 
 def test_get_list_and_filter(admin: TenantUser, kube: Kube) -> None:
@@ -348,6 +360,26 @@ def test_session_ends_when_the_token_is_no_longer_accepted(ui_server: UiServer, 
                  what="session refused once its ServiceAccount is gone")
         page = browser.get(f"/ns/{admin.namespace}/keys")
         assert page.status_code == 303 and page.headers["location"].startswith("/signin")
+    finally:
+        browser.close()
+
+
+def test_home_page_lists_every_tenant_of_the_user(ui_server: UiServer, make_user: Callable[..., TenantUser],
+                                                  namespace_factory: Callable[..., str], kube: Kube) -> None:
+    first, second = namespace_factory("multi-a", prefix="multi-a"), namespace_factory("multi-b", prefix="multi-b")
+    user = make_user(first)
+    browser, _ = signed_in(ui_server, user)
+    try:
+        home = browser.get("/")
+        assert home.status_code == 303 and home.headers["location"] == f"/ns/{first}/keys", "one tenant: go there"
+        kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                    "metadata": {"name": f"{user.name}-also", "namespace": second},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                "name": VIEWER_ROLE},
+                    "subjects": [{"kind": "ServiceAccount", "name": user.name, "namespace": first}]})
+        chooser = wait_for(lambda: (r := browser.get("/")).status_code == 200 and r, what="the tenant chooser")
+        assert f"/ns/{first}/keys" in chooser.text and f"/ns/{second}/keys" in chooser.text
+        assert "Read-only access" in chooser.text
     finally:
         browser.close()
 

@@ -185,7 +185,7 @@ def test_key_lifecycle_in_the_browser(page: Page, admin: TenantUser, kube: Kube,
     page.get_by_role("button", name="Show key").click()
     refused = page.locator("#already-shown")
     expect(refused).to_be_visible()
-    expect(refused).to_contain_text("shown only once")
+    expect(refused).to_contain_text("shows each key only once")
     refused.get_by_role("button", name="Close").click()
 
     # -- regenerate with a grace period: the new key is shown once, the old keeps working

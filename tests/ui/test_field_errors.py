@@ -10,7 +10,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from pmkeys.ui.errors import field_name, from_api_exception, validation_error
-from pmkeys.ui.schemas import KeyCreate, Regenerate
+from pmkeys.ui.schemas import PATTERN_HINTS, KeyCreate, Regenerate
 
 
 def api_exception(status: int, body: dict[str, object] | str) -> ApiException:
@@ -103,3 +103,11 @@ def test_request_locations_are_dropped_and_unparsable_bodies_named_body() -> Non
     ]).fields
     assert [f.field for f in fields] == ["scopes", "namespace", "status", "body", "body", "expiresAt"]
     assert fields[-1].message == "must be in the future"
+
+
+def test_pattern_errors_say_what_to_type_instead_of_quoting_a_regex() -> None:
+    with pytest.raises(ValidationError) as raised:
+        KeyCreate.model_validate({"name": "Bad Name", "scopes": ["send_email"], "rotationInterval": "3 weeks"})
+    fields = validation_error(raised.value.errors(), pattern_hints=PATTERN_HINTS).fields
+    assert [f.message for f in fields] == [PATTERN_HINTS["name"], PATTERN_HINTS["rotationInterval"]]
+    assert all("^" not in f.message for f in fields)

@@ -69,7 +69,11 @@ CallerDep = Annotated[Caller, Depends(api_caller)]
 ClientDep = Annotated[client.ApiClient, Depends(user_client)]
 
 
-@router.get("/vocabulary", response_model=Vocabulary, tags=["meta"], responses={})
+#: Public, static answers (no credentials needed).
+public = APIRouter(prefix=PREFIX, tags=["meta"], generate_unique_id_function=lambda route: route.name)
+
+
+@public.get("/vocabulary", response_model=Vocabulary)
 def vocabulary() -> Vocabulary:
     """Environments, scopes, tiers (with their limits), grace periods and phases."""
     return Vocabulary()

@@ -33,6 +33,7 @@ from pmkeys.ui import api, pages
 from pmkeys.ui.callers import SignInRequired
 from pmkeys.ui.context import UiContext
 from pmkeys.ui.errors import FieldError, UiError, validation_error
+from pmkeys.ui.schemas import PATTERN_HINTS
 
 logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -96,7 +97,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        error = validation_error(exc.errors())
+        error = validation_error(exc.errors(), pattern_hints=PATTERN_HINTS)
         if not _is_api(request):
             error = UiError(404, "not_found", "there is no such page", error.fields)
         return _error_response(request, error)
@@ -146,6 +147,7 @@ def create_app(settings: UiSettings, *, kube: client.ApiClient | None = None) ->
     app.state.ui = ui
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.include_router(api.public)
     app.include_router(api.router)
     app.include_router(pages.router)
     _install_error_handlers(app)

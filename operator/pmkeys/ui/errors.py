@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,18 +125,22 @@ def from_api_exception(exc: ApiException, *, what: str) -> UiError:
 _LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
 
 
-def validation_error(errors: Sequence[Any]) -> UiError:
+def validation_error(errors: Sequence[Any], *, pattern_hints: Mapping[str, str] | None = None) -> UiError:
     """A 422 from pydantic's error list (request bodies, query and path parameters, forms).
 
     ``loc`` ``("body", "scopes", 0)`` names the field ``scopes``; a body that is not JSON at all
-    is reported against ``body``.
+    is reported against ``body``. ``pattern_hints`` replaces pydantic's regex-quoting message
+    for a field with a sentence a person can act on.
     """
+    hints = pattern_hints or {}
     fields = []
     for error in errors:
         loc = list(error.get("loc", ()))
         where = str(loc.pop(0)) if loc and loc[0] in _LOCATIONS else "body"
         named = next((part for part in loc if isinstance(part, str)), where)
         message = str(error.get("msg") or "invalid value").removeprefix("Value error, ")
+        if error.get("type") == "string_pattern_mismatch" and named in hints:
+            message = hints[named]
         fields.append(FieldError(named, message))
     summary = "; ".join(f"{f.field}: {f.message}" for f in fields[:5]) or "invalid input"
     return UiError(422, "invalid", summary, fields)

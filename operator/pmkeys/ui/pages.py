@@ -37,7 +37,7 @@ from pmkeys.ui.context import UiContext
 from pmkeys.ui.errors import UiError, validation_error
 from pmkeys.ui.identity import Access, InvalidToken
 from pmkeys.ui.keys import TenantKeys
-from pmkeys.ui.schemas import GRACE_CHOICES, ROTATION_CHOICES, KeyCreate
+from pmkeys.ui.schemas import GRACE_CHOICES, PATTERN_HINTS, ROTATION_CHOICES, KeyCreate
 from pmkeys.ui.sessions import CSRF_FIELD, Session, new_token, same_token
 from pmkeys.ui.views import matches
 
@@ -48,6 +48,11 @@ SCOPE_LABELS: dict[str, tuple[str, str]] = {
     Scope.SEND_EMAIL: ("Send email", "Send messages through the PenguinMails API."),
     Scope.READ_ANALYTICS: ("Read analytics", "Read delivery, open and bounce statistics."),
     Scope.MANAGE_CONTACTS: ("Manage contacts", "Create, update and delete contacts and lists."),
+}
+#: The create form's labels, for the error summary at the top of the form.
+FIELD_LABELS: dict[str, str] = {
+    "name": "Name", "displayName": "Display name", "environment": "Environment", "scopes": "Scopes",
+    "tier": "Tier", "rateLimit": "Custom limit", "expiresAt": "Expires on", "rotationInterval": "Automatic rotation",
 }
 PHASE_STYLES: dict[str, str] = {
     Phase.ACTIVE: "ok", Phase.ROTATING: "info", Phase.PENDING: "pending",
@@ -96,6 +101,7 @@ def make_templates() -> Jinja2Templates:
     templates.env.globals.update(
         SCOPE_LABELS=SCOPE_LABELS,
         PHASE_STYLES=PHASE_STYLES,
+        FIELD_LABELS=FIELD_LABELS,
         TIER_RATE_LIMITS=TIER_RATE_LIMITS,
         GRACE_CHOICES=GRACE_CHOICES,
         ROTATION_CHOICES=ROTATION_CHOICES,
@@ -269,8 +275,8 @@ def create(
     try:
         request_model = KeyCreate.model_validate(payload)
     except ValidationError as exc:
-        return _create_page(request, ui, session, access, form=form, error=validation_error(exc.errors()),
-                            status_code=422)
+        invalid = validation_error(exc.errors(), pattern_hints=PATTERN_HINTS)
+        return _create_page(request, ui, session, access, form=form, error=invalid, status_code=422)
     try:
         with ui.client_for(session.token) as api:
             created = TenantKeys(api, access, session.user).create(request_model)

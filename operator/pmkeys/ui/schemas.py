@@ -26,6 +26,12 @@ ROTATION_CHOICES: dict[str, str] = {"0": "Never", "30d": "Every 30 days", "90d":
                                     "180d": "Every 180 days", "365d": "Every year"}
 KEY_NAME_PATTERN = DNS_SUBDOMAIN
 NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: What to say instead of "String should match pattern '^…$'", per field.
+PATTERN_HINTS: dict[str, str] = {
+    "name": "use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+    "namespace": "a namespace name: lowercase letters, digits and '-'",
+    "rotationInterval": "use <number><unit> with units d, h, m, s (e.g. 90d, 720h, 1h30m), or 0",
+}
 
 
 class _Request(BaseModel):
