@@ -384,6 +384,28 @@ def test_home_page_lists_every_tenant_of_the_user(ui_server: UiServer, make_user
         browser.close()
 
 
+def test_detail_page_without_rights_on_events(ui_server: UiServer, admin: TenantUser,
+                                              make_user: Callable[..., TenantUser], kube: Kube) -> None:
+    created_and_issued(admin, "quiet")
+    reader = make_user(admin.namespace, role=None)
+    kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": "keys-only", "namespace": admin.namespace},
+                "rules": [{"apiGroups": [v.GROUP], "resources": [v.PLURAL], "verbs": ["get", "list"]}]})
+    kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "keys-only", "namespace": admin.namespace},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "keys-only"},
+                "subjects": [{"kind": "ServiceAccount", "name": reader.name, "namespace": admin.namespace}]})
+    wait_for(lambda: reader.http.get(reader.keys_url(name="quiet", action="events")).status_code == 403
+             and reader.http.get(reader.keys_url(name="quiet")).status_code == 200, what="keys-only role in effect")
+    browser, _ = signed_in(ui_server, reader)
+    try:
+        page = browser.get(f"/ns/{admin.namespace}/keys/quiet")
+        assert page.status_code == 200
+        assert "does not allow reading this key's Events" in page.text
+    finally:
+        browser.close()
+
+
 def test_openapi_document_is_published(ui_server: UiServer) -> None:
     doc = httpx.get(f"{ui_server.url}/api/v1/openapi.json").json()
     paths = doc["paths"]

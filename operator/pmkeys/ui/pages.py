@@ -37,7 +37,7 @@ from pmkeys.ui.context import UiContext
 from pmkeys.ui.errors import UiError, validation_error
 from pmkeys.ui.identity import Access, InvalidToken
 from pmkeys.ui.keys import TenantKeys
-from pmkeys.ui.schemas import GRACE_CHOICES, PATTERN_HINTS, ROTATION_CHOICES, KeyCreate
+from pmkeys.ui.schemas import GRACE_CHOICES, PATTERN_HINTS, ROTATION_CHOICES, EventView, KeyCreate
 from pmkeys.ui.sessions import CSRF_FIELD, Session, new_token, same_token
 from pmkeys.ui.views import matches
 
@@ -296,6 +296,11 @@ def key_detail(
     with ui.client_for(session.token) as api:
         keys = TenantKeys(api, access, session.user)
         key = keys.get(name)
-        events = keys.events(name, uid=key.uid)
+        try:
+            events: list[EventView] | None = keys.events(name, uid=key.uid)
+        except UiError as err:
+            if err.status != 403:
+                raise
+            events = None  # RBAC allows the key but not its Events: show the rest of the page
     return render(request, "detail.html", key=key, events=events, awaiting=issued == "new",
                   **_common(ui, session, access))
