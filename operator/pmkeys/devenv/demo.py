@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import importlib.util
 import json
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import httpx
 from kubernetes import client
 
 from pmkeys.api import vocabulary as v
-from pmkeys.devenv import binaries
+from pmkeys.devenv import binaries, bootstrap, chart
 from pmkeys.devenv.environment import LocalEnvironment, stop_from_state
 from pmkeys.devenv.processes import free_port
 from pmkeys.kubeclient import api_client
@@ -29,10 +28,6 @@ from pmkeys.kubeclient import api_client
 
 def _state_path(args: argparse.Namespace) -> Path:
     return Path(args.state or binaries.cache_dir() / "dev" / "state.json")
-
-
-def _has(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
 
 
 def _start(args: argparse.Namespace) -> tuple[LocalEnvironment, dict[str, str]]:
@@ -48,17 +43,23 @@ def _start(args: argparse.Namespace) -> tuple[LocalEnvironment, dict[str, str]]:
     env.start()
     urls: dict[str, str] = {}
     if args.components:
+        # The chart's RBAC, and each component with its own ServiceAccount's token: the demo
+        # runs with exactly the privileges an installation has.
+        chart.apply_rbac(env.kubeconfig)
+        configs = {
+            name: env.kubeconfig_for_token(path.read_text(), env.workdir / f"{name}.kubeconfig")
+            for name, path in env.token_files.items()
+        }
         cost = str(args.bcrypt_cost)
-        env.start_component("operator", PMKEYS_BCRYPT_COST=cost)
-        if _has("pmkeys.verify.service"):
-            port = free_port()
-            urls["verifier"] = f"http://127.0.0.1:{port}"
-            env.start_component("verifier", ready_url=f"{urls['verifier']}/healthz",
-                                PMKEYS_PORT=str(port), PMKEYS_BCRYPT_COST=cost)
-        if _has("pmkeys.ui.app"):
-            port = free_port()
-            urls["ui"] = f"http://127.0.0.1:{port}"
-            env.start_component("ui", ready_url=f"{urls['ui']}/healthz", PMKEYS_PORT=str(port))
+        env.start_component("operator", PMKEYS_BCRYPT_COST=cost, PMKEYS_KUBECONFIG=str(configs["operator"]))
+        port = free_port()
+        urls["verifier"] = f"http://127.0.0.1:{port}"
+        env.start_component("verifier", ready_url=f"{urls['verifier']}/healthz", PMKEYS_PORT=str(port),
+                            PMKEYS_KUBECONFIG=str(configs["verifier"]))
+        port = free_port()
+        urls["ui"] = f"http://127.0.0.1:{port}"
+        env.start_component("ui", ready_url=f"{urls['ui']}/healthz", PMKEYS_PORT=str(port),
+                            PMKEYS_KUBECONFIG=str(configs["ui"]))
     env.save_state(state)
     extra = json.loads(state.read_text())
     extra["urls"] = urls
@@ -108,6 +109,7 @@ def demo(args: argparse.Namespace) -> None:
     subprocess.run([*kubectl, "apply", "-f", str(examples / "00-tenant-namespace.yaml")], check=True)
     subprocess.run([*kubectl, "apply", "-f", str(examples)], check=True)
     api = api_client(str(env.kubeconfig))
+    sign_in = _tenant_admin(api, "acme", env.workdir)
     _wait_settled(api, "acme")
     print()
     subprocess.run([*kubectl, "get", "tenantapikeys", "-n", "acme"], check=True)
@@ -116,6 +118,26 @@ def demo(args: argparse.Namespace) -> None:
     if "verifier" in urls:
         _show_verification(api, urls["verifier"])
     _print_where(env, urls, _state_path(args))
+    print(f"\nSign in to the UI ({urls.get('ui')}) as acme's key admin with the token in {sign_in}")
+
+
+def _tenant_admin(api: client.ApiClient, namespace: str, workdir: Path) -> Path:
+    """A ServiceAccount bound to the chart's tenant-admin role in ``namespace``; its token file."""
+    name = f"{namespace}-key-admin"
+    bootstrap.apply_manifests(api, [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "pmkeys-tenant-admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    ])
+    path = workdir / f"{name}.token"
+    path.write_text(bootstrap.token(api, name, namespace=namespace, hours=12))
+    path.chmod(0o600)
+    return path
 
 
 def _wait_settled(api: client.ApiClient, namespace: str, timeout: float = 120) -> None:
