@@ -127,7 +127,6 @@ class UiSettings(_Settings):
     port: int = 8090
     #: Set the Secure flag on cookies (on behind TLS; off for plain-HTTP local use).
     secure_cookies: bool = False
-    session_secret: SecretStr | None = None
     #: Verifier used for "try it" checks (optional).
     verifier_url: str = ""
     #: Sessions end after this long without a request, and after the lifetime in any case.

@@ -69,7 +69,7 @@ def test_helm_lint(helm_offline: Helm, values: list[str]) -> None:
 def test_defaults_render_three_components_with_least_privilege(helm_offline: Helm) -> None:
     docs = helm_offline.template()
     kinds = sorted({d["kind"] for d in docs})
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "NetworkPolicy", "Secret", "Service",
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "NetworkPolicy", "Service",
                      "ServiceAccount"]
     assert set(by_kind(docs, "Deployment")) == {"pmkeys-operator", "pmkeys-verifier", "pmkeys-ui"}
     assert set(by_kind(docs, "ServiceAccount")) == {"pmkeys-operator", "pmkeys-verifier", "pmkeys-ui"}
@@ -167,7 +167,7 @@ def test_all_features_render(helm_offline: Helm) -> None:
     assert verifier_env["PMKEYS_REDIS_URL"] == {"secretKeyRef": {"name": "pmkeys-redis", "key": "url"}}
     assert verifier_env["PMKEYS_NAMESPACES"] == '["pmk-tenant-a","pmk-tenant-b"]'
     assert verifier_env["PMKEYS_VAULT__CA_CERT"] == "/etc/pmkeys/vault-ca/ca.crt"
-    assert "Secret" not in {d["kind"] for d in docs}, "an existing UI session Secret is named: none is generated"
+    assert "Secret" not in {d["kind"] for d in docs}, "the chart generates no Secret: every one is named"
     policies = by_kind(docs, "NetworkPolicy")
     assert all("Egress" in p["spec"]["policyTypes"] for p in policies.values())
     ui_egress_ports = {port["port"] for rule in policies["pmkeys-ui"]["spec"]["egress"] for port in rule["ports"]}
