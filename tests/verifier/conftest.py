@@ -23,6 +23,7 @@ from tests.kube import Kube
 from pmkeys.devenv.environment import LocalEnvironment
 from pmkeys.devenv.processes import ServerProcess, free_port
 from pmkeys.devenv.redis import RedisServer
+from pmkeys.keys.material import display_prefix
 
 #: The route map the gateway tests use.
 ROUTES = [
@@ -121,14 +122,24 @@ def module_verifiers(env: LocalEnvironment, kube: Kube, operator: ServerProcess)
     started.stop_all()
 
 
-def issue(kube: Kube, namespace: str, name: str, **spec: Any) -> tuple[str, dict[str, Any]]:
+class Plaintext(str):
+    """A key that shows only its display prefix when printed (pytest prints the fixture values
+    and locals of a failing test; a key must not end up in a report)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<key {display_prefix(self)}>"
+
+
+def issue(kube: Kube, namespace: str, name: str, **spec: Any) -> tuple[Plaintext, dict[str, Any]]:
     """Create a TenantApiKey, wait until Active, return (plaintext, status)."""
     kube.create_key(key(name, namespace, **spec))
     status = kube.wait_phase(namespace, name, "Active")
-    return kube.plaintext(namespace, status["secretName"]), status
+    return Plaintext(kube.plaintext(namespace, status["secretName"])), status
 
 
-def random_key(environment: str = "live") -> str:
+def random_key(environment: str = "live") -> Plaintext:
     """A well-formed key nobody issued."""
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-    return f"pm_{environment}_" + "".join(secrets.choice(alphabet) for _ in range(32))
+    return Plaintext(f"pm_{environment}_" + "".join(secrets.choice(alphabet) for _ in range(32)))

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from tests.kube import Kube, wait_for
-from tests.verifier.conftest import VerifierProcess, Verifiers, issue
+from tests.verifier.conftest import Plaintext, VerifierProcess, Verifiers, issue
 
 pytestmark = [pytest.mark.integration]
 
@@ -74,7 +74,7 @@ def test_rotated_key_works_in_grace_and_not_after(verifiers: Verifiers, kube: Ku
         tenant, "rotating", lambda s: s.get("keyId") not in (None, first["keyId"]) and s.get("previousKeys"),
         what="rotation with a previous key in grace",
     )  # fmt: skip
-    new = kube.plaintext(tenant, rotated["secretName"])
+    new = Plaintext(kube.plaintext(tenant, rotated["secretName"]))
     not_after = dt.datetime.fromisoformat(rotated["previousKeys"][0]["notAfter"].replace("Z", "+00:00"))
     assert [status_of(r, new) for r in replicas] == [200, 200], "the new key works at once"
     in_grace = 0

@@ -11,7 +11,7 @@ import datetime as dt
 import httpx
 import pytest
 from tests.kube import Kube
-from tests.verifier.conftest import VerifierProcess, Verifiers, issue
+from tests.verifier.conftest import Plaintext, VerifierProcess, Verifiers, issue
 
 from pmkeys.devenv.redis import RedisServer
 
@@ -104,7 +104,7 @@ def test_usage_survives_rotation_and_operator_status_writes(verifiers: Verifiers
         tenant, "rotated-usage", lambda s: s.get("keyId") not in (None, first["keyId"]), what="rotated"
     )
     assert rotated["usage"]["requests"] == 5, "the operator's status writes keep usage"
-    new = kube.plaintext(tenant, rotated["secretName"])
+    new = Plaintext(kube.plaintext(tenant, rotated["secretName"]))
     asyncio.run(spread([replica], new, [3]))
     asyncio.run(spread([replica], old, [2]))
     wait_usage(kube, tenant, "rotated-usage", requests=10, errors=0)

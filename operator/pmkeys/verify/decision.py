@@ -62,7 +62,7 @@ FAILURES = frozenset({Outcome.MALFORMED, Outcome.UNKNOWN, Outcome.REVOKED, Outco
 MESSAGES: MappingProxyType[Outcome, str] = MappingProxyType(
     {
         Outcome.ALLOWED: "the key is valid for this request",
-        Outcome.MALFORMED: "not an API key: expected pm_live_ or pm_test_ and 32 letters or digits",
+        Outcome.MALFORMED: "not an API key (pm_live_ or pm_test_ and 32 letters or digits)",
         Outcome.UNKNOWN: "the API key is not valid",
         Outcome.REVOKED: "the API key was revoked",
         Outcome.EXPIRED: "the API key has expired",
