@@ -19,7 +19,9 @@ import pytest
 from tests import leakscan
 from tests.builders import key
 from tests.kube import Kube
+from tests.vaultview import MOUNT, PREFIX
 
+from pmkeys.config import VaultSettings, VerifierSettings
 from pmkeys.devenv.environment import LocalEnvironment
 from pmkeys.devenv.processes import ServerProcess, free_port
 from pmkeys.devenv.redis import RedisServer
@@ -143,3 +145,26 @@ def random_key(environment: str = "live") -> Plaintext:
     """A well-formed key nobody issued."""
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
     return Plaintext(f"pm_{environment}_" + "".join(secrets.choice(alphabet) for _ in range(32)))
+
+
+def vault_settings(env: LocalEnvironment, *, addr: str | None = None) -> VaultSettings:
+    return VaultSettings(
+        addr=addr or env.openbao.url,
+        auth="kubernetes",
+        role="pmkeys-verifier",
+        token_path=env.token_files["verifier"],
+        kv_mount=MOUNT,
+        prefix=PREFIX,
+        timeout=2,
+    )
+
+
+def settings(env: LocalEnvironment, **overrides: object) -> VerifierSettings:
+    values: dict[str, object] = {
+        "kubeconfig": str(env.kubeconfig),
+        "vault": vault_settings(env),
+        "usage_flush_seconds": 1,
+        "failed_attempts_per_minute": 1000,
+    }
+    values.update(overrides)
+    return VerifierSettings(**values)  # type: ignore[arg-type]

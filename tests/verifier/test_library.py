@@ -15,43 +15,20 @@ import pytest
 from prometheus_client import REGISTRY
 from tests.kube import Kube
 from tests.vaultview import MOUNT, PREFIX, VaultView
-from tests.verifier.conftest import issue, random_key
+from tests.verifier.conftest import issue, random_key, settings, vault_settings
 from tests.verifier.relay import TcpRelay
 
 from pmkeys.api.vocabulary import Scope, Tier
-from pmkeys.config import VaultSettings, VerifierSettings
+from pmkeys.config import VaultSettings
 from pmkeys.devenv.environment import LocalEnvironment
 from pmkeys.keys.hashing import Hasher
 from pmkeys.vault.records import KeyRecord
 from pmkeys.vault.session import VaultSession
 from pmkeys.vault.store import KeyStore
-from pmkeys.verify import BlockingVerifier, Outcome, Verifier
+from pmkeys.verify import Outcome, Verifier
 from pmkeys.verify.watching import ObjectFacts
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator")]
-
-
-def vault_settings(env: LocalEnvironment, *, addr: str | None = None) -> VaultSettings:
-    return VaultSettings(
-        addr=addr or env.openbao.url,
-        auth="kubernetes",
-        role="pmkeys-verifier",
-        token_path=env.token_files["verifier"],
-        kv_mount=MOUNT,
-        prefix=PREFIX,
-        timeout=2,
-    )
-
-
-def settings(env: LocalEnvironment, **overrides: object) -> VerifierSettings:
-    values: dict[str, object] = {
-        "kubeconfig": str(env.kubeconfig),
-        "vault": vault_settings(env),
-        "usage_flush_seconds": 1,
-        "failed_attempts_per_minute": 1000,
-    }
-    values.update(overrides)
-    return VerifierSettings(**values)  # type: ignore[arg-type]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator"), pytest.mark.asyncio(loop_scope="session")]
 
 
 def vault_reads() -> float:
@@ -248,16 +225,3 @@ async def test_a_store_without_a_pepper_means_no_key_exists(env: LocalEnvironmen
         assert (await verifier.verify(random_key())).reason is Outcome.UNKNOWN
     finally:
         await verifier.close()
-
-
-def test_the_blocking_wrapper(env: LocalEnvironment, kube: Kube, tenant: str) -> None:
-    plaintext, status = issue(kube, tenant, "sync-user")
-    with BlockingVerifier(settings(env)) as verifier:
-        decision = verifier.verify(plaintext, "send_email", client="10.1.1.1")
-        assert decision.allowed and decision.key_id == status["keyId"]
-        assert verifier.verify(plaintext, "manage_contacts").status == 403
-        assert verifier.report_errors(status["keyId"], 2)
-        assert not verifier.report_errors("kzzzzzzzzzzz")
-    kube.wait_status(
-        tenant, "sync-user", lambda s: (s.get("usage") or {}).get("errors") == 3, what="usage flushed on close"
-    )

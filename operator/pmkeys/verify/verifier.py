@@ -65,7 +65,7 @@ from pmkeys.verify.cache import Entry, KeyCache
 from pmkeys.verify.decision import Decision, Outcome
 from pmkeys.verify.gcra import LocalLimiter
 from pmkeys.verify.metrics import VAULT_ERRORS, VAULT_SECONDS
-from pmkeys.verify.ratelimit import RedisHealth, SharedLimiter, connect
+from pmkeys.verify.ratelimit import Policy, RedisHealth, SharedLimiter, connect
 from pmkeys.verify.usage import SharedUsage, StatusWriter, UsageCounter, UsageFlusher
 from pmkeys.verify.watching import ObjectFacts, ObjectWatch
 
@@ -113,7 +113,7 @@ class Verifier:
         redis_url: str = "",
         redis_prefix: str = "pmkeys",
         redis_timeout: float = 0.25,
-        redis_failure_policy: str = "open",
+        redis_failure_policy: Policy = "open",
         kube: kube_client.ApiClient | None = None,
         watch: bool = True,
         namespaces: list[str] | None = None,
@@ -151,9 +151,12 @@ class Verifier:
         if redis_url:
             self._redis = connect(redis_url, timeout=redis_timeout)
             self.redis_health = RedisHealth()
-            policy = "closed" if redis_failure_policy == "closed" else "open"
             self._shared = SharedLimiter(
-                self._redis, prefix=redis_prefix, policy=policy, local=self._local, health=self.redis_health
+                self._redis,
+                prefix=redis_prefix,
+                policy=redis_failure_policy,
+                local=self._local,
+                health=self.redis_health,
             )
             shared_usage = SharedUsage(self._redis, prefix=redis_prefix, health=self.redis_health)
         self.flusher: UsageFlusher | None = None
@@ -309,9 +312,9 @@ class Verifier:
         entry = self._entries.get(primary)
         if entry is None or entry.expires <= now:
             found = await self._miss(key, primary, client, now)
-            if type(found) is Decision:
+            if isinstance(found, Decision):
                 return found
-            entry = found  # type: ignore[assignment]
+            entry = found
             now = _monotonic_ns() // 1000
         else:
             self.stats.cache_hits += 1

@@ -60,7 +60,8 @@ class ObjectFacts:
         fingerprint = hashlib.sha256(
             json.dumps([spec, status, deleting], sort_keys=True, default=str).encode()
         ).hexdigest()
-        key_ids = {status.get("keyId")} | {p.get("keyId") for p in status.get("previousKeys") or []}
+        key_ids: set[str | None] = {status.get("keyId")}
+        key_ids.update(p.get("keyId") for p in status.get("previousKeys") or [])
         return cls(
             uid=meta["uid"],
             namespace=meta["namespace"],
@@ -90,9 +91,9 @@ class ObjectWatch:
         self._listener = listener
         self._loop = loop
         self._stop = threading.Event()
+        scopes: list[str | None] = list(namespaces) if namespaces else [None]
         self._threads = [
-            threading.Thread(target=self._run, args=(ns,), name=f"watch-{ns or 'all'}", daemon=True)
-            for ns in (namespaces or [None])
+            threading.Thread(target=self._run, args=(ns,), name=f"watch-{ns or 'all'}", daemon=True) for ns in scopes
         ]
         self._synced: set[str | None] = set()
         self.events = 0
