@@ -193,6 +193,13 @@ def test_gateway_scope_header_for_unmapped_routes(verifier: VerifierProcess, sen
     assert "send_email, read_analytics, manage_contacts" in bad.text
 
 
+def test_gateway_scope_from_the_auth_url(verifier: VerifierProcess, sender: tuple[str, dict]) -> None:
+    headers = {"X-API-Key": sender[0]}
+    assert verifier.http.get("/v1/authz/v2/send", params={"scope": "send_email"}, headers=headers).status_code == 200
+    assert verifier.http.get("/v1/authz/v2/x", params={"scope": "read_analytics"}, headers=headers).status_code == 403
+    assert verifier.http.get("/v1/authz/v2/x", params={"scope": "all"}, headers=headers).status_code == 400
+
+
 def test_gateway_route_map_beats_the_scope_header(verifier: VerifierProcess, sender: tuple[str, dict]) -> None:
     # A client cannot lift a mapped route's requirement by sending its own scope header.
     response = verifier.authz("/v1/analytics", api_key=sender[0], X_Required_Scope="send_email")

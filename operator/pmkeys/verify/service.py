@@ -9,8 +9,9 @@ Endpoints (OpenAPI at ``/openapi.json``):
     The gateway endpoint, for Envoy ext_authz (HTTP mode, which appends the original path and
     keeps the method), Traefik ForwardAuth (``X-Forwarded-Method``/``-Uri``) and nginx
     ``auth_request`` (``X-Original-Method``/``-URI``). Key from ``Authorization: Bearer`` or
-    ``X-API-Key``; scope from the route map, else the scope header, else the unmapped-route
-    policy. 200 carries ``X-Tenant-Id``, ``X-Api-Key-Id``, ``X-Api-Key-Scopes`` for the gateway
+    ``X-API-Key``; scope from the route map, else the ``scope`` query parameter of the auth URL
+    (set per route in the gateway's configuration), else the scope header, else the
+    unmapped-route policy. 200 carries ``X-Tenant-Id``, ``X-Api-Key-Id``, ``X-Api-Key-Scopes`` for the gateway
     to pass upstream. ``?rate_limited_status=403`` answers rate-limit refusals with 403 (and
     ``X-Pmkeys-Reason: rate_limited`` + ``Retry-After``) for nginx, whose ``auth_request`` turns
     any status but 2xx/401/403 into a 500; its config maps them back to 429.
@@ -41,7 +42,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
 from fastapi import FastAPI, Path, Query, Request
@@ -248,11 +249,16 @@ def create_app(settings: VerifierSettings, *, factory: Callable[[], Verifier] | 
     async def authz(request: Request) -> Response:
         asgi_scope = request.scope
         rate_limited_status = 429
+        configured: str | None = None
         if asgi_scope["query_string"]:
-            found = _RATE_LIMITED_STATUS.get(request.query_params.get("rate_limited_status", "429"))
+            query = request.query_params
+            found = _RATE_LIMITED_STATUS.get(query.get("rate_limited_status", "429"))
             if found is None:
                 return _json({"detail": "rate_limited_status must be 429 or 403"}, 400, {})
             rate_limited_status = found
+            configured = query.get("scope")
+            if configured is not None and configured not in _SCOPE_VALUES:
+                return _json({"detail": f"the scope query parameter must be one of {_SCOPES}"}, 400, {})
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in asgi_scope["headers"]}
         key = h.credential(headers.get("authorization"), headers.get("x-api-key"))
         client = h.client_address(headers.get(client_header), _peer(request))
@@ -261,6 +267,8 @@ def create_app(settings: VerifierSettings, *, factory: Callable[[], Verifier] | 
         mapped, route_scope_value = route_scope(method, uri)
         if mapped:
             scope: str | None = route_scope_value
+        elif configured is not None:
+            scope = configured
         elif scope_header and (named := headers.get(scope_header)):
             if named not in _SCOPE_VALUES:
                 return _json({"detail": f"{settings.scope_header} must be one of {_SCOPES}"}, 400, {})
@@ -300,21 +308,32 @@ def create_app(settings: VerifierSettings, *, factory: Callable[[], Verifier] | 
     async def verify_documented(body: VerifyRequest, request: Request) -> Response:
         return await verify(request)
 
-    @app.api_route(
-        AUTHZ_PREFIX,
-        methods=AUTHZ_METHODS,
-        summary="Gateway check (Envoy ext_authz, Traefik ForwardAuth, nginx auth_request)",
-        description="Also at /v1/authz/{original path} (Envoy ext_authz appends the request path).",
-        responses={**_DENIALS, 200: {"description": "Allowed; identity headers for the upstream."}},
-        tags=["gateway"],
-    )
     async def authz_documented(
         request: Request,
-        rate_limited_status: int = Query(
-            default=429, description="Status for rate-limit refusals: 429, or 403 for nginx auth_request."
-        ),
+        rate_limited_status: Annotated[
+            int, Query(description="Status for rate-limit refusals: 429, or 403 for nginx auth_request.")
+        ] = 429,
+        scope: Annotated[
+            Scope | None,
+            Query(
+                description="The scope routes using this auth URL need (set in the gateway's configuration); "
+                "the route map, when it matches, comes first."
+            ),
+        ] = None,
     ) -> Response:
         return await authz(request)
+
+    for method in AUTHZ_METHODS:
+        app.add_api_route(
+            AUTHZ_PREFIX,
+            authz_documented,
+            methods=[method],
+            operation_id=f"authz_{method.lower()}",
+            summary="Gateway check (Envoy ext_authz, Traefik ForwardAuth, nginx auth_request)",
+            description="Also at /v1/authz/{original path} (Envoy ext_authz appends the request path).",
+            responses={**_DENIALS, 200: {"description": "Allowed; identity headers for the upstream."}},
+            tags=["gateway"],
+        )
 
     @app.get("/healthz", response_class=PlainTextResponse, tags=["operations"], summary="The process is alive")
     async def healthz_documented(request: Request) -> Response:
