@@ -8,10 +8,15 @@ process is left, and runs the leak scan over everything the run produced.
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pmkeys.devenv import bootstrap
@@ -100,6 +105,36 @@ def issued_keys() -> set[str]:
 
 
 __all__ = ["Kube", "Path", "VaultView", "issued_keys", "wait_for"]
+
+
+def _our_temp_dirs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("pmkeys-*"))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Give this run a temp dir of its own, so leftovers are ours and not a parallel run's."""
+    base = Path(tempfile.mkdtemp(prefix="pmkeys-tests-"))
+    tempfile.tempdir = str(base)
+    os.environ["TMPDIR"] = str(base)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No test may leave a process or a temp dir behind: fail the run if one did."""
+    deadline = time.monotonic() + 15
+    children = psutil.Process().children(recursive=True)
+    while children and time.monotonic() < deadline:
+        time.sleep(0.2)
+        children = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    leftovers = sorted(str(p) for p in _our_temp_dirs())
+    if not leftovers:
+        shutil.rmtree(tempfile.gettempdir(), ignore_errors=True)
+    problems = [f"process {c.pid} ({' '.join(c.cmdline()[:3])})" for c in children]
+    problems += [f"temp dir {p}" for p in leftovers]
+    if problems:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            "left behind by the tests: " + "; ".join(problems), red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]

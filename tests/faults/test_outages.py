@@ -133,3 +133,26 @@ def test_orphaned_records_are_revoked(control: OperatorControl, fkube: Kube, fva
     violations = check_vault(fkube, fvault)
     report.record("TenantApiKey vanished without its finalizer (restore)", violations, "orphan record revoked")
     assert not violations, violations
+
+
+def test_vault_denying_is_reported_and_recovers(
+    fault_env: LocalEnvironment, control: OperatorControl, fkube: Kube, fvault: VaultView, ftenant: str
+) -> None:
+    """Someone breaks the operator's Vault policy: VaultDenied in status, then recovery."""
+    root = fault_env.openbao.client()
+    policy = root.sys.read_policy("pmkeys-operator")["data"]["rules"]
+    control.start()
+    root.sys.create_or_update_policy("pmkeys-operator", 'path "sys/nothing" { capabilities = ["read"] }')
+    try:
+        fkube.create_key(key("denied", ftenant))
+        wait_for(lambda: ready_reason(fkube, ftenant, "denied") == "VaultDenied", timeout=30,
+                 what="status reports VaultDenied")
+        secret_while_denied = fkube.secret(ftenant, "denied")
+    finally:
+        root.sys.create_or_update_policy("pmkeys-operator", policy)
+    fkube.wait_phase(ftenant, "denied", "Active", timeout=60)
+    violations = check_key(fkube, fvault, ftenant, "denied", max_records=1)
+    if secret_while_denied is not None:
+        violations.append("a Secret was written while Vault denied the operator")
+    report.record("Vault policy broken, then fixed", violations, "VaultDenied while broken, converged after")
+    assert not violations, violations
