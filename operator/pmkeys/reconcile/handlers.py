@@ -87,7 +87,13 @@ class Runtime:
             self.scheduler.schedule(ref, wake)
 
     async def _scheduled(self, ref: ObjectRef) -> None:
-        body = await self.kube.get_key_object(ref.namespace, ref.name)
+        try:
+            body = await self.kube.get_key_object(ref.namespace, ref.name)
+        except Exception as exc:
+            logger.warning("%s/%s: could not read the object (%s); retrying in 10s", ref.namespace, ref.name,
+                           type(exc).__name__)
+            self.scheduler.schedule(ref, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10))
+            return
         if body is None or body["metadata"]["uid"] != ref.uid:
             return
         if body["metadata"].get("deletionTimestamp"):

@@ -125,9 +125,11 @@ class Reconciler:
                 self.refused[obj.uid] = (obj.namespace, obj.name)
                 await self._report_refusal(obj, refusal)
                 return self.clock() + REFUSAL_RECHECK
-            except (VaultError, ApiException, OSError) as exc:
+            except Exception as exc:
                 self.last_outcome = "retry"
                 metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
+                if not isinstance(exc, VaultError | ApiException | OSError):
+                    logger.exception("%s: reconcile failed unexpectedly", obj.ref)
                 return await self._report_failure(obj, exc)
             self.last_outcome = "ok"
             self.refused.pop(obj.uid, None)
@@ -178,7 +180,6 @@ class Reconciler:
             current = await self._issue(obj, ledger, secret, intent=intent, supersedes=superseded)
         elif self._rotation_due(obj, current, now):
             grace = int(parse_duration(obj.spec.rotation.grace_period).total_seconds())
-            secret = await self.kube.read_secret(obj.namespace, obj.secret_name)
             current = await self._issue(
                 obj, ledger, secret, intent="rotate", supersedes=current.key_id, grace=grace
             )
@@ -632,11 +633,11 @@ class Reconciler:
         delay *= 0.5 + random.random()
         if isinstance(exc, VaultError):
             reason, what = exc.reason, str(exc)
+        elif isinstance(exc, ApiException):
+            reason, what = "KubernetesApiError", f"Kubernetes API error: {exc.status} {exc.reason}"
         else:
-            reason, what = (
-                "KubernetesApiError",
-                f"Kubernetes API error: {getattr(exc, 'reason', type(exc).__name__)}",
-            )
+            # Only the type: an arbitrary exception's text is not known to be free of secrets.
+            reason, what = "ReconcileError", f"reconcile failed: {type(exc).__name__}"
         message = f"{what}; retrying in {delay:.0f}s (attempt {attempt + 1})"
         logger.warning("%s: %s", obj.ref, message)
         if attempt == 0:
