@@ -90,7 +90,7 @@ class Verifiers:
         return started
 
     def stop(self, verifier: VerifierProcess) -> None:
-        text = verifier.metrics()
+        text = verifier.metrics() if verifier.proc.running() else ""  # a test may have killed it
         findings = leakscan.scan([(f"verifier metrics :{verifier.port}", text)], self.issued)
         verifier.http.close()
         verifier.proc.stop(grace=10)

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import secrets
+from pathlib import Path
 
 import httpx
 import pytest
+from kubernetes import client
 from tests.kube import Kube
 from tests.verifier.conftest import Plaintext, VerifierProcess, Verifiers, issue
 
+from pmkeys.devenv import bootstrap
+from pmkeys.devenv.environment import LocalEnvironment
 from pmkeys.devenv.redis import RedisServer
 
 pytestmark = [pytest.mark.integration]
@@ -108,3 +113,52 @@ def test_usage_survives_rotation_and_operator_status_writes(verifiers: Verifiers
     asyncio.run(spread([replica], new, [3]))
     asyncio.run(spread([replica], old, [2]))
     wait_usage(kube, tenant, "rotated-usage", requests=10, errors=0)
+
+
+VERIFIER_RULES = [
+    {"apiGroups": ["penguinmails.io"], "resources": ["tenantapikeys"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["penguinmails.io"], "resources": ["tenantapikeys/status"], "verbs": ["patch"]},
+]
+
+
+def verifier_kubeconfig(env: LocalEnvironment, kube: Kube, *, rules: list[dict]) -> Path:
+    """A kubeconfig for the pmkeys-verifier ServiceAccount, bound to exactly ``rules``."""
+    name = f"pmkeys-verifier-{secrets.token_hex(3)}"
+    rbac = client.RbacAuthorizationV1Api(kube.api)
+    rbac.create_cluster_role({"metadata": {"name": name}, "rules": rules})
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "pmkeys-verifier", "namespace": "pmkeys-system"}],
+        }
+    )
+    token = bootstrap.token(kube.api, "pmkeys-verifier")
+    return env.kubeconfig_for_token(token, env.workdir / f"{name}.kubeconfig")
+
+
+def test_the_documented_rbac_is_enough(verifiers: Verifiers, env: LocalEnvironment, kube: Kube, tenant: str) -> None:
+    """get/list/watch tenantapikeys and patch their status: watch and usage both work."""
+    kubeconfig = verifier_kubeconfig(env, kube, rules=VERIFIER_RULES)
+    replica = verifiers.start(PMKEYS_KUBECONFIG=str(kubeconfig))
+    plaintext, _ = issue(kube, tenant, "least-privilege")
+    asyncio.run(spread([replica], plaintext, [3]))
+    wait_usage(kube, tenant, "least-privilege", requests=3, errors=0)
+    kube.patch_key(tenant, "least-privilege", {"spec": {"revoked": True}})
+    kube.wait_status(tenant, "least-privilege", lambda s: s.get("phase") == "Revoked", what="revoked")
+    assert replica.verify(plaintext, "send_email").status_code == 401
+
+
+def test_usage_a_replica_cannot_write_reaches_status_through_redis(
+    verifiers: Verifiers, redis_server: RedisServer, env: LocalEnvironment, kube: Kube, tenant: str
+) -> None:
+    """A replica whose status writes fail puts its counts back into Redis; another writes them."""
+    read_only = verifier_kubeconfig(env, kube, rules=VERIFIER_RULES[:1])
+    crippled = verifiers.start(redis=redis_server, PMKEYS_KUBECONFIG=str(read_only))
+    healthy = verifiers.start(redis=redis_server)
+    plaintext, _ = issue(kube, tenant, "handed-over", tier="pro")
+    asyncio.run(spread([crippled, healthy], plaintext, [12, 3]))
+    wait_usage(kube, tenant, "handed-over", requests=15, errors=0, timeout=20)
+    crippled.proc.kill()
+    asyncio.run(spread([healthy], plaintext, [2]))
+    wait_usage(kube, tenant, "handed-over", requests=17, errors=0)
