@@ -10,16 +10,16 @@ The hot path, in order (DESIGN.md, "Verification")::
       ▼                                                        ▼
                     revoked / expired (401) ─► scope (403) ─► rate limit (429) ─► count usage
 
-A cached verification does no I/O and no allocation beyond its :class:`Decision`: one HMAC,
-one dict lookup, integer comparisons, one GCRA step — a few microseconds, so one core does
-well over 100,000 per second. Everything slow happens at most once per key per cache TTL:
+A cached verification does no I/O and takes no lock: one parse, one HMAC, one dict lookup,
+integer comparisons, one GCRA step and its :class:`Decision` — a few microseconds, so one core
+does well over 100,000 per second (``bench/verify.py``). Everything slow happens at most once per key per cache TTL:
 
 * **Vault** is read on a miss, and concurrent misses for one key share one read
   (single-flight). A failed read answers 503 ``vault_unavailable`` and is not cached; cached
   keys keep working while Vault is down.
-* **bcrypt** checks the key against its record once per key per process (the digest already
-  proves possession; bcrypt is the defence in depth DESIGN.md asks for, and a stolen copy of
-  Vault's records cannot be replayed without it). Its result is remembered by
+* **bcrypt** checks the key against its record once per key per process: finding the record
+  by digest already needs the key, and bcrypt is the defence in depth DESIGN.md asks for (a
+  record is trusted only if the presented key matches its hash). Its result is remembered by
   ``(digest, hash)``, so a cache invalidation costs a Vault read, not another bcrypt. The pool is
   bounded: beyond its queue the answer is 503 ``busy``, never an unbounded queue.
 * **Unknown digests** are cached as negatives for ``negative_ttl``; **failures** (malformed,
@@ -32,7 +32,7 @@ Freshness: :mod:`pmkeys.verify.watching` drops an object's entries when it chang
 objects revoked by spec or being deleted, so revocation and rotation reach every replica within
 the watch's latency; the cache TTL bounds staleness when the watch is down. A key in its grace
 period carries its ``not_after`` deadline, which the hot path compares on every request, so it
-stops at its deadline to the microsecond, whatever the cache.
+stops at its deadline whatever the cache holds.
 
 Clocks: the hot path uses monotonic microseconds; wall-clock deadlines from Vault are converted
 when an entry is built.
