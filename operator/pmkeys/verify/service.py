@@ -43,7 +43,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import uvicorn
 from fastapi import FastAPI, Path, Query, Request
@@ -116,6 +116,11 @@ _DENIALS: dict[int | str, dict[str, Any]] = {
     403: {"description": "The key lacks the scope, or the route has none and the policy denies."},
     429: {"description": "Over the key's rate limit, or too many failures from this client (Retry-After)."},
     503: {"description": "Vault, Redis (closed policy) or the bcrypt pool cannot answer now; retry."},
+    413: {"description": "The request body is larger than the configured limit."},
+    431: {"description": "The request headers are larger than the configured limit."},
+}
+_BAD_QUERY: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A query parameter or the scope header names a value that does not exist."},
 }
 
 
@@ -316,7 +321,7 @@ def create_app(settings: VerifierSettings, *, factory: Callable[[], Verifier] | 
     async def authz_documented(
         request: Request,
         rate_limited_status: Annotated[
-            int, Query(description="Status for rate-limit refusals: 429, or 403 for nginx auth_request.")
+            Literal[429, 403], Query(description="Status for rate-limit refusals: 429, or 403 for nginx auth_request.")
         ] = 429,
         scope: Annotated[
             Scope | None,
@@ -334,9 +339,10 @@ def create_app(settings: VerifierSettings, *, factory: Callable[[], Verifier] | 
             authz_documented,
             methods=[method],
             operation_id=f"authz_{method.lower()}",
+            response_class=Response,
             summary="Gateway check (Envoy ext_authz, Traefik ForwardAuth, nginx auth_request)",
             description="Also at /v1/authz/{original path} (Envoy ext_authz appends the request path).",
-            responses={**_DENIALS, 200: {"description": "Allowed; identity headers for the upstream."}},
+            responses={**_DENIALS, **_BAD_QUERY, 200: {"description": "Allowed; identity headers for the upstream."}},
             tags=["gateway"],
         )
 
@@ -348,7 +354,10 @@ def create_app(settings: VerifierSettings, *, factory: Callable[[], Verifier] | 
         "/v1/keys/{key_id}/errors",
         status_code=202,
         response_model=ErrorReceipt,
-        responses={404: {"description": "This verifier does not know the key id."}},
+        responses={
+            400: {"description": "The body is not valid JSON."},
+            404: {"description": "This verifier does not know the key id."},
+        },
         summary="Report failed requests made with a key (status.usage.errors)",
         tags=["usage"],
     )
@@ -367,7 +376,7 @@ def create_app(settings: VerifierSettings, *, factory: Callable[[], Verifier] | 
         ready = all(checks.values())
         return _json({"ready": ready, "checks": checks, **verifier.describe()}, 200 if ready else 503, {})
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
