@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import datetime as dt
 import json
 import multiprocessing as mp
@@ -186,7 +187,9 @@ async def _closed_loop(port: int, requests: list[bytes], seconds: float) -> dict
 
 async def _open_loop(port: int, requests: list[bytes], rate: float, seconds: float) -> dict[str, float]:
     conns, done = await _connect(port, CONNECTIONS)
-    idle = list(conns)
+    # FIFO, so every connection is used in turn: over a long run none sits idle long enough for
+    # the server's keep-alive timeout to close it.
+    idle = collections.deque(conns)
     backlog: list[float] = []
     in_flight: dict[int, float] = {}
     latencies: list[float] = []
@@ -197,7 +200,7 @@ async def _open_loop(port: int, requests: list[bytes], rate: float, seconds: flo
 
     def dispatch(due: float) -> None:
         nonlocal issued
-        conn = idle.pop()
+        conn = idle.popleft()
         in_flight[id(conn)] = due
         conn.send(requests[issued % len(requests)])
         issued += 1
