@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -143,4 +145,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # SIGTERM (timeout, CI) becomes SystemExit, so the servers started above are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     main()

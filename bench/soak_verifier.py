@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import signal
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -126,4 +128,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # SIGTERM (timeout, CI) becomes SystemExit, so the servers started above are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     main()

@@ -48,13 +48,18 @@ class LocalEnvironment:
         return self.workdir / "logs"
 
     def start(self) -> None:
-        self.controlplane.start()
-        self.openbao.start()
-        api = api_client(str(self.kubeconfig))
-        bootstrap.apply_crd(api)
-        bootstrap.service_accounts(api)
-        bootstrap.configure_openbao(self.openbao, self.controlplane, api)
-        self.token_files = bootstrap.write_token_files(api, self.workdir / "tokens")
+        """Start and bootstrap everything; if any step fails, what was started is stopped."""
+        try:
+            self.controlplane.start()
+            self.openbao.start()
+            api = api_client(str(self.kubeconfig))
+            bootstrap.apply_crd(api)
+            bootstrap.service_accounts(api)
+            bootstrap.configure_openbao(self.openbao, self.controlplane, api)
+            self.token_files = bootstrap.write_token_files(api, self.workdir / "tokens")
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         for proc in reversed(self.components):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -67,7 +68,7 @@ class KubeApi:
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         await self._call(
             lambda: self.custom.patch_namespaced_custom_object_status(
-                v.GROUP, v.VERSION, namespace, v.PLURAL, name, {"status": status}
+                v.GROUP, v.VERSION, namespace, v.PLURAL, name, {"status": status}, _preload_content=False
             )
         )
 
@@ -89,14 +90,22 @@ class KubeApi:
                 return None
             raise
 
-    async def create_secret(self, namespace: str, secret: client.V1Secret) -> client.V1Secret:
-        return await self._call(lambda: self.core.create_namespaced_secret(namespace, secret))
-
-    async def replace_secret(self, namespace: str, secret: client.V1Secret) -> client.V1Secret:
-        name = secret.metadata.name
-        return await self._call(
-            lambda: self.core.replace_namespaced_secret(name, namespace, secret)
+    # Writes skip the client's deserialization of the answer (``_preload_content=False``): it
+    # costs more CPU than the request, and only the resourceVersion is needed.
+    async def create_secret(self, namespace: str, secret: client.V1Secret) -> str:
+        """Create a Secret; return its resourceVersion."""
+        response = await self._call(
+            lambda: self.core.create_namespaced_secret(namespace, secret, _preload_content=False)
         )
+        return str(json.loads(response.data)["metadata"]["resourceVersion"])
+
+    async def replace_secret(self, namespace: str, secret: client.V1Secret) -> str:
+        """Replace a Secret (its manifest carries the resourceVersion read); return the new one."""
+        name = secret.metadata.name
+        response = await self._call(
+            lambda: self.core.replace_namespaced_secret(name, namespace, secret, _preload_content=False)
+        )
+        return str(json.loads(response.data)["metadata"]["resourceVersion"])
 
     async def delete_secret(self, namespace: str, name: str, *, uid: str | None = None) -> None:
         """Delete a Secret; with ``uid``, only that exact object (a precondition)."""
@@ -138,7 +147,9 @@ class KubeApi:
             reporting_instance=self.component,
         )
         try:
-            await self._call(lambda: self.core.create_namespaced_event(meta["namespace"], event))
+            await self._call(
+                lambda: self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
+            )
         except ApiException as exc:
             logger.warning("could not post Event %s: %s", reason, exc.reason)
 

@@ -155,13 +155,12 @@ class Reconciler:
     async def _converge(self, obj: KeyObject) -> dt.datetime | None:
         await self._check_tenant(obj)
         ledger = await Ledger.load(self.store, obj)
-        secret = await self.kube.read_secret(obj.namespace, obj.secret_name)
+        # A fresh object has no Secret to find: it is created, not read first (a name someone
+        # else holds shows up as a conflict on create). Saves a request per new key.
+        fresh = not ledger.entries and not obj.spec.revoked
+        secret = None if fresh else await self.kube.read_secret(obj.namespace, obj.secret_name)
         if secret is not None and not secrets.owned_by(secret, obj.uid):
-            raise Refused(
-                Reason.SECRET_CONFLICT,
-                f"Secret {obj.secret_name} exists and is not owned by this TenantApiKey; "
-                "choose another spec.secret.name or delete that Secret",
-            )
+            raise _foreign_secret(obj)
         now = self.clock()
         if obj.spec.revoked:
             await self._end(
@@ -316,14 +315,20 @@ class Reconciler:
         self, obj: KeyObject, secret: client.V1Secret | None, key: material.ApiKey, key_id: str
     ) -> None:
         if secret is None:
-            manifest = secrets.build(obj, key, key_id, resource_version=None)
-            written = await self.kube.create_secret(obj.namespace, manifest)
-        else:
-            manifest = secrets.build(
-                obj, key, key_id, resource_version=secret.metadata.resource_version
-            )
+            try:
+                written = await self.kube.create_secret(
+                    obj.namespace, secrets.build(obj, key, key_id, resource_version=None)
+                )
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                secret = await self.kube.read_secret(obj.namespace, obj.secret_name)
+                if secret is None or not secrets.owned_by(secret, obj.uid):
+                    raise _foreign_secret(obj) from None
+        if secret is not None:
+            manifest = secrets.build(obj, key, key_id, resource_version=secret.metadata.resource_version)
             written = await self.kube.replace_secret(obj.namespace, manifest)
-        self.written_secrets[obj.uid] = written.metadata.resource_version
+        self.written_secrets[obj.uid] = written
 
     def _rotation_due(self, obj: KeyObject, current: Current, now: dt.datetime) -> bool:
         rotation = obj.spec.rotation
@@ -662,6 +667,14 @@ class Reconciler:
         candidates += [e.not_after for _, e in ledger.in_state(EntryState.RETIRING)]
         due = [c for c in candidates if c is not None]
         return min(due) if due else None
+
+
+def _foreign_secret(obj: KeyObject) -> Refused:
+    return Refused(
+        Reason.SECRET_CONFLICT,
+        f"Secret {obj.secret_name} exists and is not owned by this TenantApiKey; "
+        "choose another spec.secret.name or delete that Secret",
+    )
 
 
 def _active_key(ledger: Ledger) -> str | None:
