@@ -36,6 +36,8 @@ class VaultSettings(BaseModel):
     kv_mount: str = "secret"
     prefix: str = Field(default="pmkeys", pattern=r"^[a-z0-9][a-z0-9_/-]*[a-z0-9]$")
     timeout: float = 5.0
+    #: Honour HTTP(S)_PROXY / NO_PROXY and ~/.netrc for Vault calls (off: none are read).
+    trust_env: bool = False
 
 
 class _Settings(BaseSettings):

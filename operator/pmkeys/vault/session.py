@@ -54,7 +54,11 @@ class VaultSession:
         #: Called after each request with its duration and the error reason (None on success).
         self._observe = observe
         verify: str | bool = str(settings.ca_cert) if settings.ca_cert else True
-        self._client = hvac.Client(url=settings.addr, timeout=settings.timeout, verify=verify)
+        session = requests.Session()
+        # Without proxy variables there is nothing to look up in the environment, and requests
+        # would otherwise read them (and ~/.netrc) on every single call.
+        session.trust_env = settings.trust_env
+        self._client = hvac.Client(url=settings.addr, timeout=settings.timeout, verify=verify, session=session)
         if settings.auth == "token":
             if settings.token is None:
                 raise ValueError("vault.auth=token needs vault.token (PMKEYS_VAULT__TOKEN)")
