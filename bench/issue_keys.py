@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import bcrypt
 from kubernetes import client, watch
@@ -28,6 +25,7 @@ from pmkeys.api import vocabulary as v
 from pmkeys.devenv import bootstrap
 from pmkeys.devenv.environment import LocalEnvironment
 from pmkeys.kubeclient import api_client
+from procstat import cpu_seconds, machine_busy_seconds, peak_rss_mb, stop_servers_on_sigterm  # bench/procstat.py
 
 
 def seconds_per_hash(cost: int, rounds: int = 4) -> float:
@@ -36,24 +34,6 @@ def seconds_per_hash(cost: int, rounds: int = 4) -> float:
     for i in range(rounds):
         bcrypt.hashpw(f"pm_live_{i:032d}".encode(), salt)
     return (time.perf_counter() - started) / rounds
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def manifest(i: int, namespace: str) -> dict[str, object]:
@@ -128,6 +108,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    # SIGTERM (timeout, CI) becomes SystemExit, so the servers started above are stopped too.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stop_servers_on_sigterm()
     main()

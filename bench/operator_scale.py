@@ -20,13 +20,9 @@ Last line: keys=2000 idle_cpu_pct=0.3 peak_rss_mb=180 restart_settled_s=21.0 res
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import signal
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 from kubernetes import client
@@ -36,20 +32,9 @@ from pmkeys.devenv import bootstrap
 from pmkeys.devenv.environment import LocalEnvironment
 from pmkeys.devenv.processes import ServerProcess, free_port
 from pmkeys.kubeclient import api_client
+from procstat import cpu_seconds, peak_rss_mb, stop_servers_on_sigterm  # bench/procstat.py
 
 NAMESPACES = 10
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def metric(url: str, name: str) -> float:
@@ -145,6 +130,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    # SIGTERM (timeout, CI) becomes SystemExit, so the servers started above are stopped too.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stop_servers_on_sigterm()
     main()

@@ -17,11 +17,8 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import signal
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 from kubernetes import client
@@ -32,14 +29,8 @@ from pmkeys.devenv.environment import LocalEnvironment
 from pmkeys.devenv.processes import free_port
 from pmkeys.devenv.redis import RedisServer
 from pmkeys.kubeclient import api_client
+from procstat import rss_mb, stop_servers_on_sigterm  # bench/procstat.py
 from verify import ROUTES, gateway_request, run_load  # bench/verify.py, beside this script
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def issue_keys(api: client.ApiClient, count: int) -> list[str]:
@@ -128,6 +119,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    # SIGTERM (timeout, CI) becomes SystemExit, so the servers started above are stopped too.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stop_servers_on_sigterm()
     main()
