@@ -39,6 +39,21 @@ class KubeApi:
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
+    async def _write(self, fn: Callable[[], Any]) -> dict[str, Any]:
+        """A write whose answer the client does not deserialise into models
+        (``_preload_content=False`` passed by ``fn``): that costs more CPU than the request. The
+        raw answer is read and its connection handed back to the pool (else the next call pays a
+        new TLS handshake)."""
+
+        def call() -> dict[str, Any]:
+            response = fn()
+            try:
+                return dict(json.loads(response.data))
+            finally:
+                response.release_conn()
+
+        return await self._call(call)
+
     # -- TenantApiKeys -------------------------------------------------------------------
     async def get_key_object(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -66,7 +81,7 @@ class KubeApi:
         return uids
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self._call(
+        await self._write(
             lambda: self.custom.patch_namespaced_custom_object_status(
                 v.GROUP, v.VERSION, namespace, v.PLURAL, name, {"status": status}, _preload_content=False
             )
@@ -90,22 +105,20 @@ class KubeApi:
                 return None
             raise
 
-    # Writes skip the client's deserialization of the answer (``_preload_content=False``): it
-    # costs more CPU than the request, and only the resourceVersion is needed.
     async def create_secret(self, namespace: str, secret: client.V1Secret) -> str:
         """Create a Secret; return its resourceVersion."""
-        response = await self._call(
+        written = await self._write(
             lambda: self.core.create_namespaced_secret(namespace, secret, _preload_content=False)
         )
-        return str(json.loads(response.data)["metadata"]["resourceVersion"])
+        return str(written["metadata"]["resourceVersion"])
 
     async def replace_secret(self, namespace: str, secret: client.V1Secret) -> str:
         """Replace a Secret (its manifest carries the resourceVersion read); return the new one."""
         name = secret.metadata.name
-        response = await self._call(
+        written = await self._write(
             lambda: self.core.replace_namespaced_secret(name, namespace, secret, _preload_content=False)
         )
-        return str(json.loads(response.data)["metadata"]["resourceVersion"])
+        return str(written["metadata"]["resourceVersion"])
 
     async def delete_secret(self, namespace: str, name: str, *, uid: str | None = None) -> None:
         """Delete a Secret; with ``uid``, only that exact object (a precondition)."""
@@ -147,7 +160,7 @@ class KubeApi:
             reporting_instance=self.component,
         )
         try:
-            await self._call(
+            await self._write(
                 lambda: self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
             )
         except ApiException as exc:
