@@ -7,7 +7,6 @@ stopped by ``pmkeys dev down``); the test suite starts one per session.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ import yaml
 from pmkeys.devenv import bootstrap
 from pmkeys.devenv.controlplane import ControlPlane
 from pmkeys.devenv.openbao import KV_MOUNT, OpenBao
-from pmkeys.devenv.processes import ServerProcess, free_port, pid_alive, terminate_pid
+from pmkeys.devenv.processes import ServerProcess, pid_alive, terminate_pid
 from pmkeys.kubeclient import api_client
 
 
@@ -144,11 +143,3 @@ def stop_from_state(path: Path) -> list[int]:
     shutil.rmtree(state.get("workdir", ""), ignore_errors=True)
     path.unlink()
     return stopped
-
-
-def free_ports(count: int) -> list[int]:
-    return [free_port() for _ in range(count)]
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()

@@ -12,7 +12,6 @@ product logs in with real ServiceAccount tokens reviewed through TokenReview.
 
 from __future__ import annotations
 
-import json
 import secrets
 import subprocess
 import tempfile
@@ -148,6 +147,3 @@ class OpenBao:
 
     def describe(self) -> dict[str, str]:
         return {"url": self.url, "root_token": self.root_token, "mode": self.mode}
-
-    def to_json(self) -> str:
-        return json.dumps(self.describe())

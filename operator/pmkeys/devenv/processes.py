@@ -28,19 +28,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(
-    probe: Callable[[], bool], *, timeout: float, interval: float = 0.1, what: str
-) -> None:
-    """Call ``probe`` until it returns true; raise :class:`StartupError` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if probe():
-                return
-        except Exception:
-            pass
-        time.sleep(interval)
-    raise StartupError(f"{what} was not ready within {timeout:.0f}s")
 
 
 def pid_alive(pid: int) -> bool:

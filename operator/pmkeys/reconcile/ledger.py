@@ -43,9 +43,6 @@ class Ledger:
         wanted = set(digests)
         return next(((k, e) for k, e in self.entries.items() if e.digest in wanted), None)
 
-    def has_live_key(self) -> bool:
-        return bool(self.in_state(EntryState.ACTIVE, EntryState.RETIRING))
-
     async def add(self, key_id: str, entry: OwnerEntry) -> None:
         self._set(key_id, entry)
         await self.flush()
