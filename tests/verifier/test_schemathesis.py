@@ -16,6 +16,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.checks import negative_data_rejection
 from tests.kube import Kube
 from tests.verifier.conftest import VerifierProcess, Verifiers, issue
 
@@ -76,7 +77,10 @@ def test_no_5xx_and_answers_match_the_document(
             response = case.call(headers=headers)
             if response.status_code >= 500 and response.status_code != 503:
                 failures.append(f"{case.operation.label}: {response.status_code}")
-            case.validate_response(response)
+            # An oversized invalid body is refused by the size guard (413) before validation (422);
+            # schemathesis's list of rejection codes lacks 413, so that one check is skipped then.
+            excluded = [negative_data_rejection] if response.status_code == 413 else []
+            case.validate_response(response, excluded_checks=excluded)
 
         try:
             run()
