@@ -11,10 +11,10 @@ PYTEST_ARGS ?=
 
 all: test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml dev/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' -e ./dev
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -46,7 +46,7 @@ down: venv
 	$(VENV)/bin/pmkeys dev down
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff check operator dev tests bench
 	$(VENV)/bin/mypy
 
 crd: venv

@@ -22,9 +22,9 @@ import bcrypt
 from kubernetes import client, watch
 
 from pmkeys.api import vocabulary as v
-from pmkeys.devenv import bootstrap
-from pmkeys.devenv.environment import LocalEnvironment
 from pmkeys.kubeclient import api_client
+from pmkeys_dev import bootstrap
+from pmkeys_dev.environment import LocalEnvironment
 from procstat import cpu_seconds, machine_busy_seconds, peak_rss_mb, stop_servers_on_sigterm  # bench/procstat.py
 
 
@@ -62,23 +62,33 @@ def main() -> None:
         time.sleep(2)  # let the operator finish its start-up before the clock starts
         per_hash = seconds_per_hash(args.cost)
         bound = cores / per_hash
-        print(f"bcrypt cost {args.cost}: {per_hash * 1000:.0f} ms per hash on one core; bound {bound:.2f} keys/s "
-              f"on {cores} cores", flush=True)
+        print(
+            f"bcrypt cost {args.cost}: {per_hash * 1000:.0f} ms per hash on one core; bound {bound:.2f} keys/s "
+            f"on {cores} cores",
+            flush=True,
+        )
 
         processes = {p.name: p.pid for p in [*env.controlplane.processes, env.openbao.process, operator] if p and p.pid}
         cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
         busy_before = machine_busy_seconds()
         started = time.perf_counter()
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda i: custom.create_namespaced_custom_object(
-                v.GROUP, v.VERSION, "bench", v.PLURAL, manifest(i, "bench")), range(args.keys)))
+            list(
+                pool.map(
+                    lambda i: custom.create_namespaced_custom_object(
+                        v.GROUP, v.VERSION, "bench", v.PLURAL, manifest(i, "bench")
+                    ),
+                    range(args.keys),
+                )
+            )
         applied = time.perf_counter() - started
         # A watch, not polling: listing 200 objects a few times a second would load the API
         # server (and this process) with work the operator is not responsible for.
         active: set[str] = set()
         deadline = args.keys * per_hash * 4 + 60
-        stream = watch.Watch().stream(custom.list_namespaced_custom_object, v.GROUP, v.VERSION, "bench",
-                                      v.PLURAL, timeout_seconds=int(deadline))
+        stream = watch.Watch().stream(
+            custom.list_namespaced_custom_object, v.GROUP, v.VERSION, "bench", v.PLURAL, timeout_seconds=int(deadline)
+        )
         for event in stream:
             obj = event["object"]
             if (obj.get("status") or {}).get("phase") == "Active":
@@ -97,11 +107,17 @@ def main() -> None:
         used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in processes.items()}
         busy = machine_busy_seconds() - busy_before
         others = busy - sum(used.values())
-        print("CPU seconds during the run: " + ", ".join(f"{k} {val:.1f}" for k, val in used.items())
-              + f", everything else on the machine {others:.1f} (of {cores * elapsed:.0f} available)", flush=True)
+        print(
+            "CPU seconds during the run: "
+            + ", ".join(f"{k} {val:.1f}" for k, val in used.items())
+            + f", everything else on the machine {others:.1f} (of {cores * elapsed:.0f} available)",
+            flush=True,
+        )
         print(f"applied {args.keys} TenantApiKeys in {applied:.1f}s; all Active after {elapsed:.1f}s", flush=True)
-        print(f"keys={args.keys} keys_per_s={rate:.2f} bound_per_s={bound:.2f} ratio={rate / bound:.2f} "
-              f"peak_rss_mb={rss:.0f}")
+        print(
+            f"keys={args.keys} keys_per_s={rate:.2f} bound_per_s={bound:.2f} ratio={rate / bound:.2f} "
+            f"peak_rss_mb={rss:.0f}"
+        )
     finally:
         env.stop()
         env.cleanup()

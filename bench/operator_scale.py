@@ -28,10 +28,10 @@ import httpx
 from kubernetes import client
 
 from pmkeys.api import vocabulary as v
-from pmkeys.devenv import bootstrap
-from pmkeys.devenv.environment import LocalEnvironment
-from pmkeys.devenv.processes import ServerProcess, free_port
 from pmkeys.kubeclient import api_client
+from pmkeys_dev import bootstrap
+from pmkeys_dev.environment import LocalEnvironment
+from pmkeys_dev.processes import ServerProcess, free_port
 from procstat import cpu_seconds, peak_rss_mb, stop_servers_on_sigterm  # bench/procstat.py
 
 NAMESPACES = 10
@@ -48,8 +48,9 @@ def metric(url: str, name: str) -> float:
 
 def start_operator(env: LocalEnvironment, name: str) -> tuple[ServerProcess, str]:
     port = free_port()
-    proc = env.start_component("operator", name=name, PMKEYS_BCRYPT_COST="4", PMKEYS_LOG_LEVEL="WARNING",
-                               PMKEYS_METRICS_PORT=str(port))
+    proc = env.start_component(
+        "operator", name=name, PMKEYS_BCRYPT_COST="4", PMKEYS_LOG_LEVEL="WARNING", PMKEYS_METRICS_PORT=str(port)
+    )
     url = f"http://127.0.0.1:{port}/metrics"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -87,7 +88,8 @@ def main() -> None:
         def create(i: int) -> None:
             ns = namespaces[i % NAMESPACES]
             body = {
-                "apiVersion": v.API_VERSION, "kind": v.KIND,
+                "apiVersion": v.API_VERSION,
+                "kind": v.KIND,
                 "metadata": {"name": f"key-{i:05d}", "namespace": ns},
                 "spec": {"tenant": ns, "scopes": ["send_email"], "rotation": {"interval": "90d"}},
             }
@@ -110,8 +112,10 @@ def main() -> None:
         time.sleep(args.idle_seconds)
         idle_pct = (cpu_seconds(pid) - before) / args.idle_seconds * 100
         rss = peak_rss_mb(pid)
-        print(f"idle: operator used {idle_pct:.2f}% of one core over {args.idle_seconds:.0f}s; "
-              f"peak RSS {rss:.0f} MB", flush=True)
+        print(
+            f"idle: operator used {idle_pct:.2f}% of one core over {args.idle_seconds:.0f}s; peak RSS {rss:.0f} MB",
+            flush=True,
+        )
 
         operator.stop()
         restarted = time.perf_counter()
@@ -120,10 +124,15 @@ def main() -> None:
         settled = time.perf_counter() - restarted
         bcrypt_calls = metric(url, "pmkeys_operator_bcrypt_operations")
         rss2 = peak_rss_mb(operator.pid or 0)
-        print(f"restart: every key reconciled {settled:.1f}s after the restart, with {bcrypt_calls:.0f} bcrypt "
-              f"calls; peak RSS {rss2:.0f} MB", flush=True)
-        print(f"keys={args.keys} idle_cpu_pct={idle_pct:.2f} peak_rss_mb={max(rss, rss2):.0f} "
-              f"restart_settled_s={settled:.1f} resume_bcrypt={bcrypt_calls:.0f}")
+        print(
+            f"restart: every key reconciled {settled:.1f}s after the restart, with {bcrypt_calls:.0f} bcrypt "
+            f"calls; peak RSS {rss2:.0f} MB",
+            flush=True,
+        )
+        print(
+            f"keys={args.keys} idle_cpu_pct={idle_pct:.2f} peak_rss_mb={max(rss, rss2):.0f} "
+            f"restart_settled_s={settled:.1f} resume_bcrypt={bcrypt_calls:.0f}"
+        )
     finally:
         env.stop()
         env.cleanup()

@@ -24,11 +24,11 @@ import httpx
 from kubernetes import client
 
 from pmkeys.api import vocabulary as v
-from pmkeys.devenv import bootstrap
-from pmkeys.devenv.environment import LocalEnvironment
-from pmkeys.devenv.processes import free_port
-from pmkeys.devenv.redis import RedisServer
 from pmkeys.kubeclient import api_client
+from pmkeys_dev import bootstrap
+from pmkeys_dev.environment import LocalEnvironment
+from pmkeys_dev.processes import free_port
+from pmkeys_dev.redis import RedisServer
 from procstat import rss_mb, stop_servers_on_sigterm  # bench/procstat.py
 from verify import ROUTES, gateway_request, run_load  # bench/verify.py, beside this script
 
@@ -37,8 +37,12 @@ def issue_keys(api: client.ApiClient, count: int) -> list[str]:
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
     bootstrap.tenant_namespace(api, "soak", "soak")
     for i in range(count):
-        body = {"apiVersion": v.API_VERSION, "kind": v.KIND, "metadata": {"name": f"soak-{i}", "namespace": "soak"},
-                "spec": {"tenant": "soak", "tier": "enterprise", "scopes": ["send_email"]}}
+        body = {
+            "apiVersion": v.API_VERSION,
+            "kind": v.KIND,
+            "metadata": {"name": f"soak-{i}", "namespace": "soak"},
+            "spec": {"tenant": "soak", "tier": "enterprise", "scopes": ["send_email"]},
+        }
         custom.create_namespaced_custom_object(v.GROUP, v.VERSION, "soak", v.PLURAL, body)
     keys = []
     for i in range(count):
@@ -83,18 +87,31 @@ def main() -> None:
         for name in ("verifier-a", "verifier-b"):
             port = free_port()
             ports.append(port)
-            verifiers.append(env.start_component(
-                "verifier", name=name, ready_url=f"http://127.0.0.1:{port}/readyz", PMKEYS_PORT=str(port),
-                PMKEYS_REDIS_URL=redis.url, PMKEYS_LOG_LEVEL="WARNING", PMKEYS_ROUTES=json.dumps(ROUTES)))
-        print(f"{args.keys} keys issued; two verifiers sharing Redis; {args.rps:.0f} req/s for {args.seconds:.0f}s",
-              flush=True)
+            verifiers.append(
+                env.start_component(
+                    "verifier",
+                    name=name,
+                    ready_url=f"http://127.0.0.1:{port}/readyz",
+                    PMKEYS_PORT=str(port),
+                    PMKEYS_REDIS_URL=redis.url,
+                    PMKEYS_LOG_LEVEL="WARNING",
+                    PMKEYS_ROUTES=json.dumps(ROUTES),
+                )
+            )
+        print(
+            f"{args.keys} keys issued; two verifiers sharing Redis; {args.rps:.0f} req/s for {args.seconds:.0f}s",
+            flush=True,
+        )
 
         # Warm-up: each replica's first use of a key costs a Vault read and a bcrypt (cost 12);
         # the soak measures the steady state after it (bench/verify.py measures the cold path).
         for port in ports:
             for key in keys:
-                httpx.get(f"http://127.0.0.1:{port}/v1/authz/v1/messages", timeout=30,
-                          headers={"X-API-Key": key, "X-Original-Method": "POST"}).raise_for_status()
+                httpx.get(
+                    f"http://127.0.0.1:{port}/v1/authz/v1/messages",
+                    timeout=30,
+                    headers={"X-API-Key": key, "X-Original-Method": "POST"},
+                ).raise_for_status()
         with ThreadPoolExecutor(1) as sampler:
             future = sampler.submit(soak, ports, keys, args.rps, args.seconds)
             time.sleep(min(120.0, args.seconds / 5))
@@ -104,14 +121,19 @@ def main() -> None:
         requests = sum(int(r["achieved_rps"] * args.seconds) for r in results)
         errors = sum(int(r["errors"]) for r in results)
         for port, r in zip(ports, results, strict=True):
-            print(f"  replica :{port}: {r['achieved_rps']:.0f} req/s achieved, p50 {r['p50_ms']:.2f} ms, "
-                  f"p99 {r['p99_ms']:.2f} ms, errors {r['errors']:.0f}", flush=True)
+            print(
+                f"  replica :{port}: {r['achieved_rps']:.0f} req/s achieved, p50 {r['p50_ms']:.2f} ms, "
+                f"p99 {r['p99_ms']:.2f} ms, errors {r['errors']:.0f}",
+                flush=True,
+            )
         start_mb, end_mb = sum(rss_at_2min), sum(rss_end)
         growth = (end_mb - start_mb) / start_mb * 100
         p50 = max(r["p50_ms"] for r in results)
         p99 = max(r["p99_ms"] for r in results)
-        print(f"seconds={args.seconds:.0f} requests={requests} errors={errors} p50_ms={p50:.2f} p99_ms={p99:.2f} "
-              f"rss_min2_mb={start_mb:.0f} rss_end_mb={end_mb:.0f} growth_pct={growth:.1f}")
+        print(
+            f"seconds={args.seconds:.0f} requests={requests} errors={errors} p50_ms={p50:.2f} p99_ms={p99:.2f} "
+            f"rss_min2_mb={start_mb:.0f} rss_end_mb={end_mb:.0f} growth_pct={growth:.1f}"
+        )
     finally:
         env.stop()
         redis.cleanup()

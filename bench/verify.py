@@ -45,10 +45,6 @@ import httpx
 
 from pmkeys.api.vocabulary import Environment, Scope, Tier
 from pmkeys.config import VaultSettings
-from pmkeys.devenv import bootstrap
-from pmkeys.devenv.environment import LocalEnvironment
-from pmkeys.devenv.openbao import KV_MOUNT
-from pmkeys.devenv.processes import free_port
 from pmkeys.keys import material
 from pmkeys.keys.digest import digest
 from pmkeys.keys.hashing import PRODUCTION_COST
@@ -56,6 +52,10 @@ from pmkeys.vault.records import KeyRecord
 from pmkeys.vault.session import VaultSession
 from pmkeys.vault.store import KeyStore
 from pmkeys.verify import Verifier
+from pmkeys_dev import bootstrap
+from pmkeys_dev.environment import LocalEnvironment
+from pmkeys_dev.openbao import KV_MOUNT
+from pmkeys_dev.processes import free_port
 
 SERVER_CORE = 0
 CLIENT_CORE = 1

@@ -19,10 +19,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pmkeys.devenv import bootstrap
-from pmkeys.devenv.environment import LocalEnvironment
-from pmkeys.devenv.processes import ServerProcess, free_port, pid_alive
 from pmkeys.kubeclient import api_client
+from pmkeys_dev import bootstrap
+from pmkeys_dev.environment import LocalEnvironment
+from pmkeys_dev.processes import ServerProcess, free_port, pid_alive
 from tests import leakscan
 from tests.kube import Kube, wait_for
 from tests.vaultview import VaultView

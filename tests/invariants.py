@@ -51,8 +51,10 @@ def check_key(kube: Kube, vault: VaultView, ns: str, name: str, *, max_records: 
     out.check(record.uid == uid, f"{name}: current record belongs to another object")
     out.check(bcrypt_matches(plaintext, record), f"{name}: the Secret's key does not match its bcrypt hash")
     out.check(status.get("keyId") == record.key_id, f"{name}: status.keyId is not the Secret's key")
-    out.check((secret.metadata.annotations or {}).get(v.KEY_ID_ANNOTATION) == record.key_id,
-              f"{name}: Secret annotation names another key")
+    out.check(
+        (secret.metadata.annotations or {}).get(v.KEY_ID_ANNOTATION) == record.key_id,
+        f"{name}: Secret annotation names another key",
+    )
 
     index = vault.owner(uid)
     out.check(index is not None, f"{name}: no owner index")
@@ -95,9 +97,13 @@ def check_vault(kube: Kube, vault: VaultView) -> list[str]:
         owner_ids = claimed.get(rec.uid)
         out.check(owner_ids is not None, f"orphan {rec.state} record {rec.key_id} of deleted object {rec.name}")
         if owner_ids is not None:
-            out.check(rec.key_id in owner_ids or not rec.usable_at(now),
-                      f"record {rec.key_id} of {rec.namespace}/{rec.name} is usable but unclaimed")
+            out.check(
+                rec.key_id in owner_ids or not rec.usable_at(now),
+                f"record {rec.key_id} of {rec.namespace}/{rec.name} is usable but unclaimed",
+            )
         if rec.not_after is not None and rec.not_after < now - dt.timedelta(seconds=5):
-            out.check(rec.state is not KeyState.ACTIVE or not rec.usable_at(now),
-                      f"record {rec.key_id} usable past its deadline")
+            out.check(
+                rec.state is not KeyState.ACTIVE or not rec.usable_at(now),
+                f"record {rec.key_id} usable past its deadline",
+            )
     return out.items

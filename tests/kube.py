@@ -14,7 +14,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from pmkeys.api import vocabulary as v
-from pmkeys.devenv import binaries
+from pmkeys_dev import binaries
 
 T = TypeVar("T")
 
@@ -87,7 +87,15 @@ class Kube:
             what=f"{namespace}/{name} phase {phase}",
         )
 
-    def wait_status(self, namespace: str, name: str, pred: Callable[[dict[str, Any]], bool], *, timeout: float = 30, what: str = "status") -> dict[str, Any]:
+    def wait_status(
+        self,
+        namespace: str,
+        name: str,
+        pred: Callable[[dict[str, Any]], bool],
+        *,
+        timeout: float = 30,
+        what: str = "status",
+    ) -> dict[str, Any]:
         return wait_for(lambda: (s := self.status(namespace, name)) and pred(s) and s, timeout=timeout, what=what)
 
     def secret(self, namespace: str, name: str) -> client.V1Secret | None:

@@ -66,9 +66,11 @@ def scan(sources: Iterable[tuple[str, str]], keys: Iterable[str]) -> list[Findin
 
 def managed_secret_keys(api: client.ApiClient) -> set[str]:
     """Plaintexts of every Secret the operator manages right now."""
-    secrets = client.CoreV1Api(api).list_secret_for_all_namespaces(
-        label_selector=f"{v.MANAGED_BY_LABEL}={v.MANAGED_BY_VALUE}"
-    ).items
+    secrets = (
+        client.CoreV1Api(api)
+        .list_secret_for_all_namespaces(label_selector=f"{v.MANAGED_BY_LABEL}={v.MANAGED_BY_VALUE}")
+        .items
+    )
     return {base64.b64decode(s.data[v.SECRET_DATA_KEY]).decode() for s in secrets if s.data}
 
 
@@ -77,11 +79,17 @@ def cluster_texts(api: client.ApiClient) -> list[tuple[str, str]]:
     custom = client.CustomObjectsApi(api)
     out = []
     for event in core.list_event_for_all_namespaces().items:
-        out.append((f"Event {event.metadata.namespace}/{event.metadata.name}",
-                    f"{event.reason} {event.message} {event.metadata.annotations}"))
+        out.append(
+            (
+                f"Event {event.metadata.namespace}/{event.metadata.name}",
+                f"{event.reason} {event.message} {event.metadata.annotations}",
+            )
+        )
     for obj in custom.list_cluster_custom_object(v.GROUP, v.VERSION, v.PLURAL)["items"]:
         meta = obj["metadata"]
-        text = json.dumps({"status": obj.get("status"), "annotations": meta.get("annotations"), "spec": obj.get("spec")})
+        text = json.dumps(
+            {"status": obj.get("status"), "annotations": meta.get("annotations"), "spec": obj.get("spec")}
+        )
         out.append((f"TenantApiKey {meta['namespace']}/{meta['name']}", text))
     for secret in core.list_secret_for_all_namespaces().items:
         meta = secret.metadata

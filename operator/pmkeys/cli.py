@@ -1,20 +1,22 @@
 """``pmkeys``: run a component, bring up the local environment, print deployable artefacts.
 
-    pmkeys operator            run the kopf operator (settings from PMKEYS_* variables)
-    pmkeys verifier            run the verifier HTTP service
-    pmkeys ui                  run the self-service web UI
-    pmkeys dev up|down|env     the local control plane + OpenBao, in the background
-    pmkeys demo                dev up + every component + examples/, then a tour
-    pmkeys crd                 print the CRD generated from the model
-    pmkeys vault-policy NAME   print the Vault policy of a component
+pmkeys operator            run the kopf operator (settings from PMKEYS_* variables)
+pmkeys verifier            run the verifier HTTP service
+pmkeys ui                  run the self-service web UI
+pmkeys dev up|down|env     the local control plane + OpenBao, in the background
+pmkeys demo                dev up + every component + examples/, then a tour
+pmkeys crd                 print the CRD generated from the model
+pmkeys vault-policy NAME   print the Vault policy of a component
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
+import types
 from pathlib import Path
 
 from pmkeys import __version__
@@ -68,16 +70,26 @@ def cmd_vault_policy(args: argparse.Namespace) -> None:
     sys.stdout.write(POLICIES[args.component](mount=args.mount, prefix=args.prefix))
 
 
-def cmd_dev(args: argparse.Namespace) -> None:
-    from pmkeys.devenv import demo
+def _devenv_demo() -> types.ModuleType:
+    """The local environment lives in the separate ``pmkeys-dev`` package (``dev/``), which the
+    image does not ship; ``make venv`` installs it beside pmkeys."""
+    try:
+        return importlib.import_module("pmkeys_dev.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("pmkeys_dev"):
+            raise
+        raise SystemExit(
+            "pmkeys dev and pmkeys demo need the development package: pip install -e dev/ (make venv does it)"
+        ) from None
 
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    demo = _devenv_demo()
     {"up": demo.up, "down": demo.down, "env": demo.print_env}[args.action](args)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from pmkeys.devenv import demo
-
-    demo.demo(args)
+    _devenv_demo().demo(args)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -41,9 +41,7 @@ class VaultSettings(BaseModel):
 
 
 class _Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="PMKEYS_", env_nested_delimiter="__", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="PMKEYS_", env_nested_delimiter="__", extra="ignore")
 
     vault: VaultSettings = Field(default_factory=VaultSettings)
     #: Kubeconfig file; empty means in-cluster config, then ~/.kube/config.

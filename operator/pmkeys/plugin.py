@@ -56,22 +56,31 @@ class Cluster:
         self.custom = client.CustomObjectsApi(api)
 
     def get(self, name: str) -> dict[str, Any]:
-        return _api_object(lambda: self.custom.get_namespaced_custom_object(
-            v.GROUP, v.VERSION, self.namespace, v.PLURAL, name), what=f"tenantapikey {self.namespace}/{name}")
+        return _api_object(
+            lambda: self.custom.get_namespaced_custom_object(v.GROUP, v.VERSION, self.namespace, v.PLURAL, name),
+            what=f"tenantapikey {self.namespace}/{name}",
+        )
 
     def objects(self, *, all_namespaces: bool) -> list[dict[str, Any]]:
         if all_namespaces:
-            result = _api(lambda: self.custom.list_cluster_custom_object(v.GROUP, v.VERSION, v.PLURAL),
-                          what="tenantapikeys")
+            result = _api(
+                lambda: self.custom.list_cluster_custom_object(v.GROUP, v.VERSION, v.PLURAL), what="tenantapikeys"
+            )
         else:
-            result = _api(lambda: self.custom.list_namespaced_custom_object(
-                v.GROUP, v.VERSION, self.namespace, v.PLURAL), what=f"tenantapikeys in {self.namespace}")
+            result = _api(
+                lambda: self.custom.list_namespaced_custom_object(v.GROUP, v.VERSION, self.namespace, v.PLURAL),
+                what=f"tenantapikeys in {self.namespace}",
+            )
         items: list[dict[str, Any]] = result.get("items", [])
         return sorted(items, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
 
     def patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return _api_object(lambda: self.custom.patch_namespaced_custom_object(
-            v.GROUP, v.VERSION, self.namespace, v.PLURAL, name, body), what=f"tenantapikey {self.namespace}/{name}")
+        return _api_object(
+            lambda: self.custom.patch_namespaced_custom_object(
+                v.GROUP, v.VERSION, self.namespace, v.PLURAL, name, body
+            ),
+            what=f"tenantapikey {self.namespace}/{name}",
+        )
 
     def events(self, name: str) -> list[client.CoreV1Event]:
         selector = f"involvedObject.name={name},involvedObject.kind={v.KIND}"
@@ -167,9 +176,16 @@ def cmd_list(cluster: Cluster, args: argparse.Namespace, out: TextIO) -> None:
         return
     headers = ["NAME", "TENANT", "TIER", "PHASE", "KEY-ID", "PREFIX", "LAST-USED", "AGE"]
     rows = [
-        [o["metadata"]["name"], _spec(o).get("tenant"), _spec(o).get("tier"), _status(o).get("phase", "Pending"),
-         _status(o).get("keyId") or "-", _status(o).get("displayPrefix") or "-",
-         age((_status(o).get("usage") or {}).get("lastUsedAt")), age(o["metadata"].get("creationTimestamp"))]
+        [
+            o["metadata"]["name"],
+            _spec(o).get("tenant"),
+            _spec(o).get("tier"),
+            _status(o).get("phase", "Pending"),
+            _status(o).get("keyId") or "-",
+            _status(o).get("displayPrefix") or "-",
+            age((_status(o).get("usage") or {}).get("lastUsedAt")),
+            age(o["metadata"].get("creationTimestamp")),
+        ]
         for o in items
     ]
     if args.all_namespaces:
@@ -192,19 +208,32 @@ def describe_text(obj: dict[str, Any], events: Sequence[client.CoreV1Event]) -> 
     key = f"{status['keyId']} ({status.get('displayPrefix', '')})" if status.get("keyId") else "<none>"
     observed = (status.get("rotation") or {}).get("observedCounter", 0)
     fields = [
-        ("Name", meta["name"]), ("Namespace", meta["namespace"]), ("Tenant", spec.get("tenant")),
-        ("Display name", spec.get("displayName") or "-"), ("Environment", spec.get("environment")),
+        ("Name", meta["name"]),
+        ("Namespace", meta["namespace"]),
+        ("Tenant", spec.get("tenant")),
+        ("Display name", spec.get("displayName") or "-"),
+        ("Environment", spec.get("environment")),
         ("Scopes", ", ".join(spec.get("scopes") or [])),
         ("Tier", f"{spec.get('tier')} ({status.get('effectiveRateLimit', '?')} requests/minute)"),
-        ("Phase", status.get("phase", "Pending")), ("Message", status.get("message") or "-"),
-        ("Key", key), ("Secret", status.get("secretName") or "-"),
-        ("Created", status.get("createdAt") or "-"), ("Last rotated", status.get("lastRotatedAt") or "-"),
-        ("Next rotation", status.get("nextRotationAt") or "-"), ("Expires", spec.get("expiresAt") or "never"),
-        ("Rotation", f"interval {rotation.get('interval', '0')}, grace {rotation.get('gracePeriod', '24h')}, "
-                     f"counter {rotation.get('counter', 0)} (observed {observed})"),
+        ("Phase", status.get("phase", "Pending")),
+        ("Message", status.get("message") or "-"),
+        ("Key", key),
+        ("Secret", status.get("secretName") or "-"),
+        ("Created", status.get("createdAt") or "-"),
+        ("Last rotated", status.get("lastRotatedAt") or "-"),
+        ("Next rotation", status.get("nextRotationAt") or "-"),
+        ("Expires", spec.get("expiresAt") or "never"),
+        (
+            "Rotation",
+            f"interval {rotation.get('interval', '0')}, grace {rotation.get('gracePeriod', '24h')}, "
+            f"counter {rotation.get('counter', 0)} (observed {observed})",
+        ),
         ("Revoked", "yes (final)" if spec.get("revoked") else "no"),
-        ("Usage", f"{usage.get('requests', 0)} requests, {usage.get('errors', 0)} errors, "
-                  f"last used {usage.get('lastUsedAt') or 'never'}"),
+        (
+            "Usage",
+            f"{usage.get('requests', 0)} requests, {usage.get('errors', 0)} errors, "
+            f"last used {usage.get('lastUsedAt') or 'never'}",
+        ),
     ]
     lines = [f"{label + ':':<15}{value}" for label, value in fields]
     previous = status.get("previousKeys") or []
@@ -241,13 +270,20 @@ def cmd_rotate(cluster: Cluster, args: argparse.Namespace, out: TextIO) -> None:
     cluster.patch(args.name, patch)
     old = _status(obj).get("keyId")
     grace = args.grace or (_spec(obj).get("rotation") or {}).get("gracePeriod", "24h")
-    print(f"rotation requested: spec.rotation.counter {counter - 1} -> {counter}; "
-          f"the current key keeps working for {grace} after the new one is issued", file=sys.stderr)
+    print(
+        f"rotation requested: spec.rotation.counter {counter - 1} -> {counter}; "
+        f"the current key keeps working for {grace} after the new one is issued",
+        file=sys.stderr,
+    )
     if not args.wait:
         _report(obj, args.output, out)
         return
-    done = _wait(cluster, args.name, args.timeout,
-                 lambda s: (s.get("rotation") or {}).get("observedCounter", 0) >= counter and s.get("keyId") != old)
+    done = _wait(
+        cluster,
+        args.name,
+        args.timeout,
+        lambda s: (s.get("rotation") or {}).get("observedCounter", 0) >= counter and s.get("keyId") != old,
+    )
     _report(done, args.output, out)
 
 
@@ -261,8 +297,11 @@ def cmd_revoke(cluster: Cluster, args: argparse.Namespace, out: TextIO) -> None:
     if not args.yes and not _confirm(obj):
         raise CommandError("not revoked (answer 'y' to confirm, or pass --yes)")
     cluster.patch(args.name, {"spec": {"revoked": True}})
-    print(f"revoked {cluster.namespace}/{args.name} (key {status.get('keyId') or '<none>'}); "
-          "its Secret is removed and the key stops working", file=sys.stderr)
+    print(
+        f"revoked {cluster.namespace}/{args.name} (key {status.get('keyId') or '<none>'}); "
+        "its Secret is removed and the key stops working",
+        file=sys.stderr,
+    )
     if args.wait:
         obj = _wait(cluster, args.name, args.timeout, lambda s: s.get("phase") == v.Phase.REVOKED)
     _report(obj, args.output, out)
@@ -296,16 +335,21 @@ def cmd_reveal(cluster: Cluster, args: argparse.Namespace, out: TextIO) -> None:
         out.write(revealed.plaintext + "\n")
     else:
         emit({"keyId": revealed.key_id, "secretName": secret, "apiKey": revealed.plaintext}, args.output, out)
-    print(f"key {revealed.key_id}: this is the only time it is shown; store it now "
-          f"(it also stays in Secret {secret} for your workloads)", file=sys.stderr)
+    print(
+        f"key {revealed.key_id}: this is the only time it is shown; store it now "
+        f"(it also stays in Secret {secret} for your workloads)",
+        file=sys.stderr,
+    )
 
 
 def cmd_usage(cluster: Cluster, args: argparse.Namespace, out: TextIO) -> None:
     items = [cluster.get(args.name)] if args.name else cluster.objects(all_namespaces=args.all_namespaces)
     records = [
         {
-            "namespace": o["metadata"]["namespace"], "name": o["metadata"]["name"],
-            "keyId": _status(o).get("keyId"), "requests": (_status(o).get("usage") or {}).get("requests", 0),
+            "namespace": o["metadata"]["namespace"],
+            "name": o["metadata"]["name"],
+            "keyId": _status(o).get("keyId"),
+            "requests": (_status(o).get("usage") or {}).get("requests", 0),
             "errors": (_status(o).get("usage") or {}).get("errors", 0),
             "lastUsedAt": (_status(o).get("usage") or {}).get("lastUsedAt"),
             "rateLimitPerMinute": _status(o).get("effectiveRateLimit"),
@@ -316,8 +360,18 @@ def cmd_usage(cluster: Cluster, args: argparse.Namespace, out: TextIO) -> None:
         emit(records, args.output, out)
         return
     headers = ["NAMESPACE", "NAME", "KEY-ID", "REQUESTS", "ERRORS", "LAST-USED", "LIMIT/MIN"]
-    rows = [[r["namespace"], r["name"], r["keyId"] or "-", r["requests"], r["errors"], age(r["lastUsedAt"]),
-             r["rateLimitPerMinute"] or "-"] for r in records]
+    rows = [
+        [
+            r["namespace"],
+            r["name"],
+            r["keyId"] or "-",
+            r["requests"],
+            r["errors"],
+            age(r["lastUsedAt"]),
+            r["rateLimitPerMinute"] or "-",
+        ]
+        for r in records
+    ]
     out.write(table(headers, rows) + "\n")
 
 
@@ -344,8 +398,12 @@ def _wait(cluster: Cluster, name: str, timeout: float, done: Callable[[dict[str,
 
 # -- command line ----------------------------------------------------------------------------
 COMMANDS: dict[str, Callable[[Cluster, argparse.Namespace, TextIO], None]] = {
-    "list": cmd_list, "describe": cmd_describe, "rotate": cmd_rotate,
-    "revoke": cmd_revoke, "reveal": cmd_reveal, "usage": cmd_usage,
+    "list": cmd_list,
+    "describe": cmd_describe,
+    "rotate": cmd_rotate,
+    "revoke": cmd_revoke,
+    "reveal": cmd_reveal,
+    "usage": cmd_usage,
 }
 
 
@@ -360,12 +418,18 @@ def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
     """Flags accepted before and after the command (``-n acme list`` and ``list -n acme``)."""
     default = (lambda value: value) if top else (lambda _: argparse.SUPPRESS)
     p.add_argument("-n", "--namespace", default=default(None), help="namespace (default: the context's)")
-    p.add_argument("-A", "--all-namespaces", action="store_true", default=default(False),
-                   help="list/usage: every namespace")
+    p.add_argument(
+        "-A", "--all-namespaces", action="store_true", default=default(False), help="list/usage: every namespace"
+    )
     p.add_argument("--kubeconfig", default=default(None), help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
     p.add_argument("--context", default=default(None), help="kubeconfig context")
-    p.add_argument("-o", "--output", choices=["table", "json", "yaml"], default=default("table"),
-                   help="output format (default: table)")
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "json", "yaml"],
+        default=default("table"),
+        help="output format (default: table)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pmkeys.devenv import binaries
-from pmkeys.devenv.environment import LocalEnvironment
+from pmkeys_dev import binaries
+from pmkeys_dev.environment import LocalEnvironment
 
 HERE = Path(__file__).parent
 CHART = binaries.REPO_ROOT / "charts" / "pmkeys"
@@ -40,8 +40,9 @@ class Helm:
         return run([self.binary, *args, *cluster], input=input, timeout=180)
 
     def template(self, *args: str, release: str = "pmkeys", namespace: str = "pmkeys-system") -> list[dict[str, Any]]:
-        result = run([self.binary, "template", release, str(CHART), "-n", namespace,
-                      "--kube-version", KUBE_VERSION, *args])
+        result = run(
+            [self.binary, "template", release, str(CHART), "-n", namespace, "--kube-version", KUBE_VERSION, *args]
+        )
         assert result.returncode == 0, f"helm template failed: {result.stderr}"
         return [d for d in yaml.safe_load_all(result.stdout) if d]
 

@@ -14,7 +14,7 @@ import yaml
 
 from pmkeys.api.vocabulary import TIER_RATE_LIMITS
 from pmkeys.config import OperatorSettings, UiSettings, VerifierSettings
-from pmkeys.devenv import binaries
+from pmkeys_dev import binaries
 from tests.deploy.conftest import ALL_FEATURES, CHART, KUBE_VERSION, Helm, by_kind, env_of, run
 
 REPO = binaries.REPO_ROOT
@@ -45,8 +45,9 @@ def test_tier_values_are_the_crd_tiers() -> None:
 
 @pytest.mark.parametrize("component", ["operator", "verifier"])
 def test_vault_policy_examples_are_the_cli_output(component: str) -> None:
-    printed = subprocess.run([sys.executable, "-m", "pmkeys", "vault-policy", component],
-                             capture_output=True, text=True, check=True).stdout
+    printed = subprocess.run(
+        [sys.executable, "-m", "pmkeys", "vault-policy", component], capture_output=True, text=True, check=True
+    ).stdout
     assert (REPO / "deploy" / "vault" / f"{component}-policy.hcl").read_text() == printed
 
 
@@ -69,16 +70,21 @@ def test_helm_lint(helm_offline: Helm, values: list[str]) -> None:
 def test_defaults_render_three_components_with_least_privilege(helm_offline: Helm) -> None:
     docs = helm_offline.template()
     kinds = sorted({d["kind"] for d in docs})
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "NetworkPolicy", "Service",
-                     "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "NetworkPolicy", "Service", "ServiceAccount"]
     assert set(by_kind(docs, "Deployment")) == {"pmkeys-operator", "pmkeys-verifier", "pmkeys-ui"}
     assert set(by_kind(docs, "ServiceAccount")) == {"pmkeys-operator", "pmkeys-verifier", "pmkeys-ui"}
     assert set(by_kind(docs, "ClusterRole")) == {
-        "pmkeys-operator", "pmkeys-operator-cluster", "pmkeys-verifier", "pmkeys-ui",
-        "pmkeys-tenant-admin", "pmkeys-tenant-viewer"}
+        "pmkeys-operator",
+        "pmkeys-operator-cluster",
+        "pmkeys-verifier",
+        "pmkeys-ui",
+        "pmkeys-tenant-admin",
+        "pmkeys-tenant-viewer",
+    }
     operator = by_kind(docs, "Deployment")["pmkeys-operator"]["spec"]
     assert operator["replicas"] == 1 and operator["strategy"]["type"] == "Recreate", (
-        "a rolling update would run two operators at once")
+        "a rolling update would run two operators at once"
+    )
     for name, deployment in by_kind(docs, "Deployment").items():
         pod = deployment["spec"]["template"]["spec"]
         assert pod["serviceAccountName"] == name
@@ -153,11 +159,14 @@ def test_all_features_render(helm_offline: Helm) -> None:
     assert priorities == ["100", "99"], "kopf pauses every operator when two share a priority"
     assert env_of(containers(docs)["pmkeys-operator-0"])["PMKEYS_PEERING"] == "pmkeys"
     assert {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "KopfPeering"} == {
-        ("pmk-tenant-a", "pmkeys"), ("pmk-tenant-b", "pmkeys")}
+        ("pmk-tenant-a", "pmkeys"),
+        ("pmk-tenant-b", "pmkeys"),
+    }
     # watchNamespaces: namespaced permissions only in those namespaces.
     bindings = {(d["metadata"]["namespace"], d["roleRef"]["name"]) for d in docs if d["kind"] == "RoleBinding"}
-    assert bindings == {(ns, role) for ns in ("pmk-tenant-a", "pmk-tenant-b")
-                        for role in ("pmkeys-operator", "pmkeys-verifier")}
+    assert bindings == {
+        (ns, role) for ns in ("pmk-tenant-a", "pmk-tenant-b") for role in ("pmkeys-operator", "pmkeys-verifier")
+    }
     assert set(by_kind(docs, "ClusterRoleBinding")) == {"pmkeys-operator-cluster", "pmkeys-ui"}
     assert "spec" in by_kind(docs, "HorizontalPodAutoscaler")["pmkeys-verifier"]
     assert "replicas" not in deployments["pmkeys-verifier"]["spec"], "the HPA owns the replica count"
@@ -207,8 +216,10 @@ RULE_REFUSALS = [
     (["--set", "operator.replicas=2"], "operator.replicas=2 needs operator.peering.enabled=true"),
     (["--set", "verifier.replicas=3"], "verifier.replicas > 1 or verifier.autoscaling.enabled=true needs redis.url"),
     (["--set", "verifier.autoscaling.enabled=true"], "needs redis.url or redis.existingSecret.name"),
-    (["--set", "vault.caCert.secretName=a", "--set", "vault.caCert.configMapName=b"],
-     "vault.caCert.secretName and vault.caCert.configMapName are both set"),
+    (
+        ["--set", "vault.caCert.secretName=a", "--set", "vault.caCert.configMapName=b"],
+        "vault.caCert.secretName and vault.caCert.configMapName are both set",
+    ),
     (["--set", "vault.auth.method=token"], "vault.auth.method=token needs vault.auth.tokenSecret.name"),
     (["--set", "networkPolicy.egress.enabled=true"], "networkPolicy.egress.enabled=true needs networkPolicy.egress"),
 ]
@@ -231,4 +242,5 @@ def test_release_name_prefixes_every_cluster_scoped_name(helm_offline: Helm) -> 
     assert cluster_scoped and all(name.startswith("blue-pmkeys-") for name in cluster_scoped)
     subjects = [s for d in docs if d["kind"] == "ClusterRoleBinding" for s in d["subjects"]]
     assert {(s["namespace"], s["name"]) for s in subjects} == {
-        ("blue-system", f"blue-pmkeys-{c}") for c in ("operator", "verifier", "ui")}
+        ("blue-system", f"blue-pmkeys-{c}") for c in ("operator", "verifier", "ui")
+    }

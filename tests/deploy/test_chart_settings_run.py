@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from pmkeys.devenv.environment import LocalEnvironment
-from pmkeys.devenv.openbao import KV_MOUNT
-from pmkeys.devenv.processes import free_port
-from pmkeys.devenv.redis import RedisServer
+from pmkeys_dev.environment import LocalEnvironment
+from pmkeys_dev.openbao import KV_MOUNT
+from pmkeys_dev.processes import free_port
+from pmkeys_dev.redis import RedisServer
 from tests.builders import key
 from tests.deploy.conftest import Helm, by_kind, env_of
 from tests.kube import Kube
@@ -48,20 +48,42 @@ def test_verifier_and_ui_run_with_the_chart_settings(
 ) -> None:
     verifier_port, ui_port = free_port(), free_port()
     docs = helm.template(
-        "--set", f"vault.addr={env.openbao.url}", "--set", f"vault.kvMount={KV_MOUNT}",
-        "--set-json", f'watchNamespaces=["{tenant}"]',
-        "--set", "verifier.replicas=2", "--set", f"redis.url={redis.url}", "--set", "redis.failurePolicy=closed",
-        "--set", f"verifier.port={verifier_port}", "--set-json", 'verifier.routes=["POST /v1/send=send_email"]',
-        "--set", f"ui.port={ui_port}", "--set", f"ui.verifierURL=http://127.0.0.1:{verifier_port}",
-        release="pmkeys", namespace="pmkeys-system")
+        "--set",
+        f"vault.addr={env.openbao.url}",
+        "--set",
+        f"vault.kvMount={KV_MOUNT}",
+        "--set-json",
+        f'watchNamespaces=["{tenant}"]',
+        "--set",
+        "verifier.replicas=2",
+        "--set",
+        f"redis.url={redis.url}",
+        "--set",
+        "redis.failurePolicy=closed",
+        "--set",
+        f"verifier.port={verifier_port}",
+        "--set-json",
+        'verifier.routes=["POST /v1/send=send_email"]',
+        "--set",
+        f"ui.port={ui_port}",
+        "--set",
+        f"ui.verifierURL=http://127.0.0.1:{verifier_port}",
+        release="pmkeys",
+        namespace="pmkeys-system",
+    )
     local = {"PMKEYS_BIND": "127.0.0.1", "PMKEYS_USAGE_FLUSH_SECONDS": "1"}  # not 0.0.0.0 on a shared machine
 
     verifier_env = {**container_env(docs, "pmkeys-verifier"), **local}
-    verifier = env.start_component("verifier", name=f"verifier-chart-{verifier_port}",
-                                   ready_url=f"http://127.0.0.1:{verifier_port}/readyz", **verifier_env)
+    verifier = env.start_component(
+        "verifier",
+        name=f"verifier-chart-{verifier_port}",
+        ready_url=f"http://127.0.0.1:{verifier_port}/readyz",
+        **verifier_env,
+    )
     ui_env = {**container_env(docs, "pmkeys-ui"), **local}
-    ui = env.start_component("ui", name=f"ui-chart-{ui_port}", ready_url=f"http://127.0.0.1:{ui_port}/healthz",
-                             **ui_env)
+    ui = env.start_component(
+        "ui", name=f"ui-chart-{ui_port}", ready_url=f"http://127.0.0.1:{ui_port}/healthz", **ui_env
+    )
     try:
         kube.create_key(key("gateway", tenant, scopes=["send_email"]))
         status = kube.wait_phase(tenant, "gateway", "Active")

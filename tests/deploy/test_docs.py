@@ -7,8 +7,8 @@ import re
 from prometheus_client import REGISTRY
 
 from pmkeys import metrics as operator_metrics
-from pmkeys.devenv import binaries
 from pmkeys.verify import metrics as verifier_metrics
+from pmkeys_dev import binaries
 
 METRICS_DOC = (binaries.REPO_ROOT / "docs" / "metrics.md").read_text()
 

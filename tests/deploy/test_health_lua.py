@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pmkeys.devenv import binaries
+from pmkeys_dev import binaries
 from tests.builders import key
 from tests.kube import Kube
 
@@ -27,7 +27,7 @@ def lua_literal(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return "".join(["\"", *(_lua_char(c) for c in value.encode()), "\""])
+        return "".join(['"', *(_lua_char(c) for c in value.encode()), '"'])
     if isinstance(value, list):
         return "{" + ", ".join(lua_literal(item) for item in value) + "}"
     if isinstance(value, dict):
@@ -43,25 +43,46 @@ def health(obj: dict[str, Any], tmp_path: Path) -> tuple[str, str]:
     object_file = tmp_path / "object.lua"
     object_file.write_text("return " + lua_literal(obj) + "\n")
     lua = binaries.on_path("lua5.4", hint="install Debian's lua5.4 (make system-packages)")
-    result = subprocess.run([str(lua), str(HARNESS), str(HEALTH), str(object_file)],
-                            capture_output=True, text=True, timeout=10, check=False)
+    result = subprocess.run(
+        [str(lua), str(HARNESS), str(HEALTH), str(object_file)], capture_output=True, text=True, timeout=10, check=False
+    )
     assert result.returncode == 0, f"Lua error: {result.stderr}"
     status, message = result.stdout.split("\n", 1)
     return status, message.rstrip("\n")
 
 
-def tak(phase: str | None = None, *, generation: int = 1, observed: int | None = 1, ready: str | None = "True",
-        reason: str = "Active", message: str = "", status_message: str = "", **status: Any) -> dict[str, Any]:
-    obj: dict[str, Any] = {"apiVersion": "penguinmails.io/v1alpha1", "kind": "TenantApiKey",
-                           "metadata": {"name": "k", "namespace": "acme", "generation": generation}}
+def tak(
+    phase: str | None = None,
+    *,
+    generation: int = 1,
+    observed: int | None = 1,
+    ready: str | None = "True",
+    reason: str = "Active",
+    message: str = "",
+    status_message: str = "",
+    **status: Any,
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": "penguinmails.io/v1alpha1",
+        "kind": "TenantApiKey",
+        "metadata": {"name": "k", "namespace": "acme", "generation": generation},
+    }
     if phase is None:
         return obj
     conditions = []
     if ready is not None:
-        conditions.append({"type": "Ready", "status": ready, "reason": reason, "message": message,
-                           "observedGeneration": observed})
-    obj["status"] = {"phase": phase, "observedGeneration": observed, "conditions": conditions,
-                     "message": status_message, "keyId": "k1abc", "displayPrefix": "pm_live_4fQx…", **status}
+        conditions.append(
+            {"type": "Ready", "status": ready, "reason": reason, "message": message, "observedGeneration": observed}
+        )
+    obj["status"] = {
+        "phase": phase,
+        "observedGeneration": observed,
+        "conditions": conditions,
+        "message": status_message,
+        "keyId": "k1abc",
+        "displayPrefix": "pm_live_4fQx…",
+        **status,
+    }
     return obj
 
 
@@ -72,21 +93,48 @@ CASES = [
     ("rotating", tak("Rotating"), "Healthy", "previous key still works"),
     ("spec not observed yet", tak("Active", generation=3, observed=2), "Progressing", "generation 3"),
     ("never observed", tak("Active", observed=None), "Progressing", "generation 1"),
-    ("vault down", tak("Active", ready="False", reason="VaultUnavailable", message="Vault unreachable; retrying"),
-     "Degraded", "Vault unreachable; retrying"),
-    ("vault down during an update",
-     tak("Active", generation=2, observed=1, ready="False", message="Vault unreachable; retrying"),
-     "Progressing", "generation 2: Vault unreachable; retrying"),
-    ("refused", tak("Failed", ready="False", reason="TenantMismatch", message="spec.tenant 'x' does not match"),
-     "Degraded", "spec.tenant 'x' does not match"),
-    ("refused, then the spec was fixed", tak("Failed", generation=2, observed=1, ready="False"),
-     "Progressing", "generation 2"),
-    ("revoked", tak("Revoked", ready="False", reason="KeyRevoked", message="revoked: revocation is final"),
-     "Healthy", "revoked: revocation is final"),
-    ("expired", tak("Expired", ready="False", reason="KeyExpired", message="expired: move spec.expiresAt"),
-     "Degraded", "expired: move spec.expiresAt"),
-    ("failed without conditions", tak("Failed", ready=None, status_message="namespace unbound"),
-     "Degraded", "namespace unbound"),
+    (
+        "vault down",
+        tak("Active", ready="False", reason="VaultUnavailable", message="Vault unreachable; retrying"),
+        "Degraded",
+        "Vault unreachable; retrying",
+    ),
+    (
+        "vault down during an update",
+        tak("Active", generation=2, observed=1, ready="False", message="Vault unreachable; retrying"),
+        "Progressing",
+        "generation 2: Vault unreachable; retrying",
+    ),
+    (
+        "refused",
+        tak("Failed", ready="False", reason="TenantMismatch", message="spec.tenant 'x' does not match"),
+        "Degraded",
+        "spec.tenant 'x' does not match",
+    ),
+    (
+        "refused, then the spec was fixed",
+        tak("Failed", generation=2, observed=1, ready="False"),
+        "Progressing",
+        "generation 2",
+    ),
+    (
+        "revoked",
+        tak("Revoked", ready="False", reason="KeyRevoked", message="revoked: revocation is final"),
+        "Healthy",
+        "revoked: revocation is final",
+    ),
+    (
+        "expired",
+        tak("Expired", ready="False", reason="KeyExpired", message="expired: move spec.expiresAt"),
+        "Degraded",
+        "expired: move spec.expiresAt",
+    ),
+    (
+        "failed without conditions",
+        tak("Failed", ready=None, status_message="namespace unbound"),
+        "Degraded",
+        "namespace unbound",
+    ),
     ("unknown phase", tak("Paused"), "Unknown", "Unknown phase Paused"),
     # gopher-lua numbers are floats: 2.0 must equal generation 2.
     ("float generations", tak("Active", generation=2, observed=2.0), "Healthy", "is active"),

@@ -34,8 +34,14 @@ SERVICE_MONITOR_CRD = {
         "group": "monitoring.coreos.com",
         "scope": "Namespaced",
         "names": {"kind": "ServiceMonitor", "plural": "servicemonitors", "singular": "servicemonitor"},
-        "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-            "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }
+        ],
     },
 }
 
@@ -50,8 +56,15 @@ def restricted_namespace(kube: Kube) -> Iterator[str]:
 
 
 def dry_run(kube: Kube, docs: list[dict[str, Any]]) -> Any:
-    return kube.kubectl("apply", "--server-side", "--dry-run=server", "--field-manager=helm-test", "-f", "-",
-                        input=yaml.safe_dump_all(docs))
+    return kube.kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--field-manager=helm-test",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(docs),
+    )
 
 
 def test_defaults_pass_server_side_dry_run_under_restricted_pod_security(
@@ -82,8 +95,19 @@ def test_all_features_pass_server_side_dry_run(helm: Helm, kube: Kube, restricte
 def test_install_upgrade_uninstall(helm: Helm, kube: Kube, restricted_namespace: str, tenant: str) -> None:
     ns, release = restricted_namespace, f"r{secrets.token_hex(2)}"
     fullname = f"{release}-pmkeys"
-    installed = helm("install", release, str(CHART), "-n", ns, "--set", "operator.bcryptCost=4",
-                     "--set", "operator.allowLowBcryptCost=true", "--set", "vault.addr=http://openbao.vault:8200")
+    installed = helm(
+        "install",
+        release,
+        str(CHART),
+        "-n",
+        ns,
+        "--set",
+        "operator.bcryptCost=4",
+        "--set",
+        "operator.allowLowBcryptCost=true",
+        "--set",
+        "vault.addr=http://openbao.vault:8200",
+    )
     assert installed.returncode == 0, installed.stderr
     notes = installed.stdout
     assert "Next steps" in notes and f"{fullname}-tenant-admin" in notes
@@ -106,8 +130,18 @@ def test_install_upgrade_uninstall(helm: Helm, kube: Kube, restricted_namespace:
     refused = kube.kubectl("create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(weakened))
     assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr, "the admission check must bite"
 
-    upgraded = helm("upgrade", release, str(CHART), "-n", ns, "--reuse-values",
-                    "--set", "verifier.replicas=2", "--set", "redis.url=redis://redis.pmkeys:6379/0")
+    upgraded = helm(
+        "upgrade",
+        release,
+        str(CHART),
+        "-n",
+        ns,
+        "--reuse-values",
+        "--set",
+        "verifier.replicas=2",
+        "--set",
+        "redis.url=redis://redis.pmkeys:6379/0",
+    )
     assert upgraded.returncode == 0, upgraded.stderr
     verifier = kube.apps.read_namespaced_deployment(f"{fullname}-verifier", ns)
     assert verifier.spec.replicas == 2
@@ -126,8 +160,16 @@ def test_install_upgrade_uninstall(helm: Helm, kube: Kube, restricted_namespace:
 def pod_of(kube: Kube, namespace: str, deployment: str) -> dict[str, Any]:
     template = kube.apps.read_namespaced_deployment(deployment, namespace).spec.template
     body = kube.api.sanitize_for_serialization(template)
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": f"{deployment}-", "namespace": namespace,
-            "labels": body["metadata"].get("labels", {})}, "spec": body["spec"]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": f"{deployment}-",
+            "namespace": namespace,
+            "labels": body["metadata"].get("labels", {}),
+        },
+        "spec": body["spec"],
+    }
 
 
 def test_install_refuses_bad_values_before_touching_the_cluster(helm: Helm, kube: Kube, release_namespace: str) -> None:

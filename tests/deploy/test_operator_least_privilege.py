@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from pmkeys.devenv import bootstrap, chart
-from pmkeys.devenv.environment import LocalEnvironment
-from pmkeys.devenv.processes import ServerProcess, free_port
 from pmkeys.kubeclient import api_client
 from pmkeys.vault.records import KeyState
+from pmkeys_dev import bootstrap, chart
+from pmkeys_dev.environment import LocalEnvironment
+from pmkeys_dev.processes import ServerProcess, free_port
 from tests import leakscan
 from tests.builders import key
 from tests.conftest import issued_keys
@@ -40,7 +40,8 @@ def cluster() -> Iterator[LocalEnvironment]:
         yield environment
         vault_dump = VaultView(environment.openbao.client()).dump_everything()
         findings = leakscan.scan_environment(
-            api_client(str(environment.kubeconfig)), environment.workdir, vault_dump, issued_keys())
+            api_client(str(environment.kubeconfig)), environment.workdir, vault_dump, issued_keys()
+        )
     finally:
         environment.stop()
         environment.cleanup()
@@ -58,8 +59,9 @@ def bao(cluster: LocalEnvironment) -> VaultView:
     return VaultView(cluster.openbao.client())
 
 
-def start_operator(cluster: LocalEnvironment, admin: Kube, tmp_path: Path,
-                   values: dict[str, Any] | None = None, **settings: str) -> tuple[ServerProcess, list[dict[str, Any]]]:
+def start_operator(
+    cluster: LocalEnvironment, admin: Kube, tmp_path: Path, values: dict[str, Any] | None = None, **settings: str
+) -> tuple[ServerProcess, list[dict[str, Any]]]:
     """The chart's RBAC applied, then the operator run with its ServiceAccount's token."""
     documents = chart.apply_rbac(cluster.kubeconfig, values)
     token = bootstrap.token(admin.api, bootstrap.service_account("operator"), hours=1)
@@ -68,9 +70,15 @@ def start_operator(cluster: LocalEnvironment, admin: Kube, tmp_path: Path,
     leakscan.METRICS_URLS.append(f"http://127.0.0.1:{port}/metrics")
     # Ready when kopf's liveness endpoint answers, as the chart's probes ask.
     process = cluster.start_component(
-        "operator", name=f"operator-sa-{port}", ready_url=f"http://127.0.0.1:{health}/healthz",
-        PMKEYS_KUBECONFIG=str(kubeconfig), PMKEYS_BCRYPT_COST="4", PMKEYS_METRICS_PORT=str(port),
-        PMKEYS_HEALTH_PORT=str(health), **settings)
+        "operator",
+        name=f"operator-sa-{port}",
+        ready_url=f"http://127.0.0.1:{health}/healthz",
+        PMKEYS_KUBECONFIG=str(kubeconfig),
+        PMKEYS_BCRYPT_COST="4",
+        PMKEYS_METRICS_PORT=str(port),
+        PMKEYS_HEALTH_PORT=str(health),
+        **settings,
+    )
     return process, documents
 
 
@@ -110,8 +118,11 @@ def test_main_scenario_with_the_chart_service_account(
 
         # rotate with a restart target: the operator may patch the Deployment
         admin.apps.create_namespaced_deployment(ns, deployment("checkout"))
-        admin.patch_key(ns, "mailer", {"spec": {"rotation": {"counter": 1, "restartTargets": [
-            {"kind": "Deployment", "name": "checkout"}]}}})
+        admin.patch_key(
+            ns,
+            "mailer",
+            {"spec": {"rotation": {"counter": 1, "restartTargets": [{"kind": "Deployment", "name": "checkout"}]}}},
+        )
         admin.wait_status(ns, "mailer", lambda s: s.get("keyId") not in (None, status["keyId"]), what="rotated")
         wait_for(lambda: "RestartTriggered" in admin.event_reasons(ns, "mailer"), what="restart of checkout")
         template = admin.apps.read_namespaced_deployment("checkout", ns).spec.template.metadata
@@ -138,12 +149,11 @@ def test_main_scenario_with_the_chart_service_account(
     assert not complaints, "the operator hit RBAC limits:\n" + "\n".join(complaints[:10])
 
 
-def test_watch_namespaces_mode_with_role_bindings_only(
-    cluster: LocalEnvironment, admin: Kube, tmp_path: Path
-) -> None:
+def test_watch_namespaces_mode_with_role_bindings_only(cluster: LocalEnvironment, admin: Kube, tmp_path: Path) -> None:
     watched, other = tenant_namespace(admin, "initech"), tenant_namespace(admin, "globex")
-    process, documents = start_operator(cluster, admin, tmp_path, {"watchNamespaces": [watched]},
-                                        PMKEYS_NAMESPACES=f'["{watched}"]')
+    process, documents = start_operator(
+        cluster, admin, tmp_path, {"watchNamespaces": [watched]}, PMKEYS_NAMESPACES=f'["{watched}"]'
+    )
     try:
         admin.create_key(key("k", watched))
         admin.wait_phase(watched, "k", "Active")
@@ -166,7 +176,9 @@ def deployment(name: str) -> dict[str, Any]:
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels},
-                         "spec": {"containers": [{"name": "app", "image": "registry.example.com/checkout:1"}]}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": "registry.example.com/checkout:1"}]},
+            },
         },
     }

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from pmkeys.api import vocabulary as v
-from pmkeys.devenv import binaries, bootstrap, chart
-from pmkeys.devenv.environment import LocalEnvironment
+from pmkeys_dev import binaries, bootstrap, chart
+from pmkeys_dev.environment import LocalEnvironment
 from tests.builders import key
 from tests.kube import Kube, wait_for
 
@@ -28,8 +28,15 @@ VENV_BIN = Path(sys.executable).parent
 def pmkeys(kubeconfig: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
     """``kubectl pmkeys ARGS``: kubectl discovers kubectl-pmkeys on PATH, as after pip install."""
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-    return subprocess.run([str(binaries.built("kubectl")), "pmkeys", *args], input=input, env=env,
-                          capture_output=True, text=True, timeout=90, check=False)
+    return subprocess.run(
+        [str(binaries.built("kubectl")), "pmkeys", *args],
+        input=input,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -46,8 +53,13 @@ def issued(kube: Kube, tenant: str) -> str:
 
 
 def test_plugin_is_found_by_kubectl(kube: Kube) -> None:
-    plugins = subprocess.run([str(binaries.built("kubectl")), "plugin", "list"], capture_output=True, text=True,
-                             env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}, check=False)
+    plugins = subprocess.run(
+        [str(binaries.built("kubectl")), "plugin", "list"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"},
+        check=False,
+    )
     assert "kubectl-pmkeys" in plugins.stdout
 
 
@@ -153,28 +165,54 @@ def test_reveal_once_then_again_after_rotation(kube: Kube, tenant: str, issued: 
 def test_usage_reports_what_the_verifier_flushed(kube: Kube, tenant: str, issued: str) -> None:
     last_used = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
     kube.custom.patch_namespaced_custom_object_status(
-        v.GROUP, v.VERSION, tenant, v.PLURAL, issued,
-        {"status": {"usage": {"requests": 1234, "errors": 7, "lastUsedAt": last_used}}})
+        v.GROUP,
+        v.VERSION,
+        tenant,
+        v.PLURAL,
+        issued,
+        {"status": {"usage": {"requests": 1234, "errors": 7, "lastUsedAt": last_used}}},
+    )
     rows = ok(pmkeys(kube.kubeconfig, "usage", "-n", tenant)).splitlines()
     assert rows[0].split() == ["NAMESPACE", "NAME", "KEY-ID", "REQUESTS", "ERRORS", "LAST-USED", "LIMIT/MIN"]
     assert rows[1].split()[:7] == [tenant, issued, kube.status(tenant, issued)["keyId"], "1234", "7", "5m", "300"]
     records = json.loads(ok(pmkeys(kube.kubeconfig, "usage", issued, "-n", tenant, "-o", "json")))
-    assert records == [{"namespace": tenant, "name": issued, "keyId": kube.status(tenant, issued)["keyId"],
-                        "requests": 1234, "errors": 7, "lastUsedAt": last_used, "rateLimitPerMinute": 300}]
+    assert records == [
+        {
+            "namespace": tenant,
+            "name": issued,
+            "keyId": kube.status(tenant, issued)["keyId"],
+            "requests": 1234,
+            "errors": 7,
+            "lastUsedAt": last_used,
+            "rateLimitPerMinute": 300,
+        }
+    ]
 
 
 @pytest.fixture
 def viewer_kubeconfig(env: LocalEnvironment, kube: Kube, tenant: str, tmp_path: Path) -> Iterator[Path]:
     """A kubeconfig of an identity bound to the chart's tenant-viewer role in the tenant's namespace."""
     release = f"pl{secrets.token_hex(2)}"
-    docs = chart.apply_rbac(kube.kubeconfig, {"operator": {"enabled": False}, "verifier": {"enabled": False},
-                                              "ui": {"enabled": False}}, release=release, namespace=tenant)
+    docs = chart.apply_rbac(
+        kube.kubeconfig,
+        {"operator": {"enabled": False}, "verifier": {"enabled": False}, "ui": {"enabled": False}},
+        release=release,
+        namespace=tenant,
+    )
     kube.core.create_namespaced_service_account(tenant, {"metadata": {"name": "viewer"}})
-    ok_binding = kube.kubectl("create", "rolebinding", "viewer", f"--clusterrole={release}-pmkeys-tenant-viewer",
-                              f"--serviceaccount={tenant}:viewer", "-n", tenant)
+    ok_binding = kube.kubectl(
+        "create",
+        "rolebinding",
+        "viewer",
+        f"--clusterrole={release}-pmkeys-tenant-viewer",
+        f"--serviceaccount={tenant}:viewer",
+        "-n",
+        tenant,
+    )
     assert ok_binding.returncode == 0, ok_binding.stderr
-    yield env.kubeconfig_for_token(bootstrap.token(kube.api, "viewer", namespace=tenant, hours=1),
-                                   tmp_path / "viewer.kubeconfig")
+    yield env.kubeconfig_for_token(
+        bootstrap.token(kube.api, "viewer", namespace=tenant, hours=1), tmp_path / "viewer.kubeconfig"
+    )
     chart.delete_rbac(kube.kubeconfig, docs)
 
 

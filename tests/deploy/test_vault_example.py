@@ -15,8 +15,8 @@ from pathlib import Path
 import hvac
 import pytest
 
-from pmkeys.devenv import binaries, bootstrap, chart
-from pmkeys.devenv.environment import LocalEnvironment
+from pmkeys_dev import binaries, bootstrap, chart
+from pmkeys_dev.environment import LocalEnvironment
 from tests.kube import Kube
 
 pytestmark = pytest.mark.integration
@@ -45,16 +45,22 @@ def example(env: LocalEnvironment, kube: Kube) -> Iterator[Example]:
     documents = chart.apply_rbac(kube.kubeconfig, release=ex.release, namespace=ex.namespace)
     bao = str(Path(sys.executable).parent / "bao")
     settings = {
-        "VAULT": bao, "VAULT_ADDR": env.openbao.url, "VAULT_TOKEN": env.openbao.root_token,
-        "AUTH_MOUNT": ex.mount, "RELEASE_NAMESPACE": ex.namespace, "FULLNAME": ex.fullname,
-        "OPERATOR_ROLE": ex.role("operator"), "VERIFIER_ROLE": ex.role("verifier"),
-        "KUBERNETES_HOST": env.controlplane.url, "KUBERNETES_CA_CERT": str(env.controlplane.ca_cert),
+        "VAULT": bao,
+        "VAULT_ADDR": env.openbao.url,
+        "VAULT_TOKEN": env.openbao.root_token,
+        "AUTH_MOUNT": ex.mount,
+        "RELEASE_NAMESPACE": ex.namespace,
+        "FULLNAME": ex.fullname,
+        "OPERATOR_ROLE": ex.role("operator"),
+        "VERIFIER_ROLE": ex.role("verifier"),
+        "KUBERNETES_HOST": env.controlplane.url,
+        "KUBERNETES_CA_CERT": str(env.controlplane.ca_cert),
         "TOKEN_REVIEWER_JWT": bootstrap.token(kube.api, bootstrap.REVIEWER, hours=1),
         # Without the pmkeys CLI on PATH the script uses the committed .hcl files.
-        "PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"),
+        "PATH": "/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/tmp"),
     }
-    result = subprocess.run(["bash", str(SETUP)], env=settings, capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = subprocess.run(["bash", str(SETUP)], env=settings, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert f"role {ex.role('operator')}: ServiceAccount {ex.namespace}/{ex.fullname}-operator" in result.stdout
     yield ex
@@ -102,7 +108,8 @@ def test_roles_are_bound_to_their_own_service_account(env: LocalEnvironment, kub
 def test_policies_written_are_the_cli_policies(env: LocalEnvironment, example: Example) -> None:
     root = env.openbao.client()
     for component in ("operator", "verifier"):
-        printed = subprocess.run([sys.executable, "-m", "pmkeys", "vault-policy", component],
-                                 capture_output=True, text=True, check=True).stdout
+        printed = subprocess.run(
+            [sys.executable, "-m", "pmkeys", "vault-policy", component], capture_output=True, text=True, check=True
+        ).stdout
         stored = root.sys.read_policy(example.role(component))["data"]["rules"]
         assert stored.strip() == printed.strip()

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from pmkeys.devenv import bootstrap
-from pmkeys.devenv.environment import LocalEnvironment
-from pmkeys.devenv.processes import ServerProcess
 from pmkeys.kubeclient import api_client
+from pmkeys_dev import bootstrap
+from pmkeys_dev.environment import LocalEnvironment
+from pmkeys_dev.processes import ServerProcess
 from tests.kube import Kube
 from tests.vaultview import VaultView
 
@@ -30,8 +30,11 @@ class OperatorControl:
         self.stop()
         self.starts += 1
         self.proc = self.env.start_component(
-            "operator", name=f"fault-operator-{self.starts}",
-            PMKEYS_BCRYPT_COST=self.bcrypt_cost, PMKEYS_CRASH_AT=crash_at, **extra,
+            "operator",
+            name=f"fault-operator-{self.starts}",
+            PMKEYS_BCRYPT_COST=self.bcrypt_cost,
+            PMKEYS_CRASH_AT=crash_at,
+            **extra,
         )
         return self.proc
 

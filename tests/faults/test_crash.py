@@ -27,8 +27,9 @@ def test_every_crash_point_is_exercised() -> None:
 
 
 @pytest.mark.parametrize("point", ISSUE_POINTS)
-def test_crash_during_issuance(point: str, control: OperatorControl, fkube: Kube, fvault: VaultView,
-                               ftenant: str) -> None:
+def test_crash_during_issuance(
+    point: str, control: OperatorControl, fkube: Kube, fvault: VaultView, ftenant: str
+) -> None:
     control.start(crash_at=point)
     fkube.create_key(key("k", ftenant))
     assert control.wait_dead(), f"the operator did not reach {point}"
@@ -40,8 +41,9 @@ def test_crash_during_issuance(point: str, control: OperatorControl, fkube: Kube
 
 
 @pytest.mark.parametrize("point", ROTATE_POINTS)
-def test_crash_during_rotation(point: str, control: OperatorControl, fkube: Kube, fvault: VaultView,
-                               ftenant: str) -> None:
+def test_crash_during_rotation(
+    point: str, control: OperatorControl, fkube: Kube, fvault: VaultView, ftenant: str
+) -> None:
     control.start()
     fkube.create_key(key("r", ftenant, rotation={"gracePeriod": "1h"}))
     first = fkube.wait_phase(ftenant, "r", "Active")
@@ -49,8 +51,12 @@ def test_crash_during_rotation(point: str, control: OperatorControl, fkube: Kube
     fkube.patch_key(ftenant, "r", {"spec": {"rotation": {"counter": 1}}})
     assert control.wait_dead(), f"the operator did not reach {point}"
     control.start()
-    after = fkube.wait_status(ftenant, "r", lambda s: s.get("keyId") != first["keyId"]
-                              and s.get("rotation", {}).get("observedCounter") == 1, what="rotation finished")
+    after = fkube.wait_status(
+        ftenant,
+        "r",
+        lambda s: s.get("keyId") != first["keyId"] and s.get("rotation", {}).get("observedCounter") == 1,
+        what="rotation finished",
+    )
     violations = check_key(fkube, fvault, ftenant, "r", max_records=2)
     previous = [p["keyId"] for p in after.get("previousKeys") or []]
     if previous != [first["keyId"]]:
@@ -77,8 +83,7 @@ def test_crash_while_revoking(control: OperatorControl, fkube: Kube, fvault: Vau
     assert not violations
 
 
-def test_random_kills_during_a_burst(control: OperatorControl, fkube: Kube, fvault: VaultView,
-                                     ftenant: str) -> None:
+def test_random_kills_during_a_burst(control: OperatorControl, fkube: Kube, fvault: VaultView, ftenant: str) -> None:
     """30 creations, then rotations and revocations, with the operator SIGKILLed at random."""
     control.bcrypt_cost = "10"  # slow enough (~80 ms) that kills land mid-issuance
     rng = random.Random(20261128)
@@ -92,8 +97,9 @@ def test_random_kills_during_a_burst(control: OperatorControl, fkube: Kube, fvau
         control.kill()
         kills += 1
         control.start()
-    wait_for(lambda: all(fkube.status(ftenant, n).get("phase") == "Active" for n in names), timeout=120,
-             what="burst settled")
+    wait_for(
+        lambda: all(fkube.status(ftenant, n).get("phase") == "Active" for n in names), timeout=120, what="burst settled"
+    )
     for name in names[:10]:
         fkube.patch_key(ftenant, name, {"spec": {"rotation": {"counter": 1}}})
     for name in names[10:15]:
@@ -103,16 +109,23 @@ def test_random_kills_during_a_burst(control: OperatorControl, fkube: Kube, fvau
         control.kill()
         kills += 1
         control.start()
-    wait_for(lambda: all(fkube.status(ftenant, n).get("rotation", {}).get("observedCounter") == 1
-                         for n in names[:10]), timeout=120, what="rotations settled")
-    wait_for(lambda: all(fkube.status(ftenant, n).get("phase") == "Revoked" for n in names[10:15]),
-             timeout=120, what="revocations settled")
+    wait_for(
+        lambda: all(fkube.status(ftenant, n).get("rotation", {}).get("observedCounter") == 1 for n in names[:10]),
+        timeout=120,
+        what="rotations settled",
+    )
+    wait_for(
+        lambda: all(fkube.status(ftenant, n).get("phase") == "Revoked" for n in names[10:15]),
+        timeout=120,
+        what="revocations settled",
+    )
     violations: list[str] = []
     for name in names[:10]:
         violations += check_key(fkube, fvault, ftenant, name, max_records=2)
     for name in names[15:]:
         violations += check_key(fkube, fvault, ftenant, name, max_records=1)
     violations += check_vault(fkube, fvault)
-    report.record(f"{kills} random SIGKILLs during 30 creations, 10 rotations, 5 revocations", violations,
-                  "all invariants hold")
+    report.record(
+        f"{kills} random SIGKILLs during 30 creations, 10 rotations, 5 revocations", violations, "all invariants hold"
+    )
     assert not violations, violations

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pmkeys.devenv.environment import LocalEnvironment
+from pmkeys_dev.environment import LocalEnvironment
 from tests import report
 from tests.builders import key
 from tests.faults.conftest import OperatorControl
@@ -34,8 +34,11 @@ def test_openbao_down_for_30s_during_creation_and_rotation(
     try:
         fkube.create_key(key("during", ftenant))
         fkube.patch_key(ftenant, "existing", {"spec": {"rotation": {"counter": 1}}})
-        wait_for(lambda: ready_reason(fkube, ftenant, "during") == "VaultUnavailable", timeout=20,
-                 what="status reports VaultUnavailable")
+        wait_for(
+            lambda: ready_reason(fkube, ftenant, "during") == "VaultUnavailable",
+            timeout=20,
+            what="status reports VaultUnavailable",
+        )
         during = fkube.status(ftenant, "during")
         truthful = during.get("phase") == "Pending" and fkube.secret(ftenant, "during") is None
         existing = fkube.status(ftenant, "existing")
@@ -43,8 +46,9 @@ def test_openbao_down_for_30s_during_creation_and_rotation(
     finally:
         fault_env.openbao.restart()
     fkube.wait_phase(ftenant, "during", "Active", timeout=60)
-    fkube.wait_status(ftenant, "existing", lambda s: s.get("keyId") != before["keyId"], timeout=60,
-                      what="rotation after the outage")
+    fkube.wait_status(
+        ftenant, "existing", lambda s: s.get("keyId") != before["keyId"], timeout=60, what="rotation after the outage"
+    )
     violations = check_key(fkube, fvault, ftenant, "during", max_records=1)
     violations += check_key(fkube, fvault, ftenant, "existing", max_records=2)
     violations += check_vault(fkube, fvault)
@@ -54,8 +58,11 @@ def test_openbao_down_for_30s_during_creation_and_rotation(
         violations.append("the existing key changed while Vault was down")
     if "VaultUnavailable" not in fkube.event_reasons(ftenant, "during"):
         violations.append("no VaultUnavailable Event")
-    report.record("OpenBao stopped 30 s during a creation and a rotation", violations,
-                  "Pending + VaultUnavailable while down, converged after")
+    report.record(
+        "OpenBao stopped 30 s during a creation and a rotation",
+        violations,
+        "Pending + VaultUnavailable while down, converged after",
+    )
     assert not violations, violations
 
 
@@ -66,8 +73,11 @@ def test_openbao_sealed_then_unsealed(
     fault_env.openbao.seal()
     try:
         fkube.create_key(key("sealed", ftenant))
-        wait_for(lambda: ready_reason(fkube, ftenant, "sealed") == "VaultSealed", timeout=20,
-                 what="status reports VaultSealed")
+        wait_for(
+            lambda: ready_reason(fkube, ftenant, "sealed") == "VaultSealed",
+            timeout=20,
+            what="status reports VaultSealed",
+        )
         secret_while_sealed = fkube.secret(ftenant, "sealed")
     finally:
         fault_env.openbao.unseal()
@@ -145,8 +155,11 @@ def test_vault_denying_is_reported_and_recovers(
     root.sys.create_or_update_policy("pmkeys-operator", 'path "sys/nothing" { capabilities = ["read"] }')
     try:
         fkube.create_key(key("denied", ftenant))
-        wait_for(lambda: ready_reason(fkube, ftenant, "denied") == "VaultDenied", timeout=30,
-                 what="status reports VaultDenied")
+        wait_for(
+            lambda: ready_reason(fkube, ftenant, "denied") == "VaultDenied",
+            timeout=30,
+            what="status reports VaultDenied",
+        )
         secret_while_denied = fkube.secret(ftenant, "denied")
     finally:
         root.sys.create_or_update_policy("pmkeys-operator", policy)

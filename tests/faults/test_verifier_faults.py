@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from pmkeys.devenv.environment import LocalEnvironment
-from pmkeys.devenv.redis import RedisServer
+from pmkeys_dev.environment import LocalEnvironment
+from pmkeys_dev.redis import RedisServer
 from tests import report
 from tests.kube import Kube, wait_for
 from tests.verifier.conftest import VerifierProcess, Verifiers, issue
@@ -93,13 +93,19 @@ def test_redis_stopped_under_load(replicas: Verifiers, redis: RedisServer, kube:
     kube.patch_key(tenant, "busy", {"spec": {"revoked": True}})
     for v in (a, b):
         try:
-            wait_for(lambda v=v: v.verify(plaintext, "send_email").status_code == 401, timeout=5,
-                     what="revoked key refused after the outage")
+            wait_for(
+                lambda v=v: v.verify(plaintext, "send_email").status_code == 401,
+                timeout=5,
+                what="revoked key refused after the outage",
+            )
         except AssertionError as exc:
             violations.append(str(exc))
     answered = load.total(a.port) + load.total(b.port)
-    report.record("Redis killed for 5 s under verifier load (policy open)", violations,
-                  f"{answered} requests answered 200, none failed; revocation still reaches both replicas")
+    report.record(
+        "Redis killed for 5 s under verifier load (policy open)",
+        violations,
+        f"{answered} requests answered 200, none failed; revocation still reaches both replicas",
+    )
     assert not violations, violations
 
 
@@ -114,14 +120,20 @@ def test_verifier_replica_killed_under_load(replicas: Verifiers, redis: RedisSer
         time.sleep(4)
     violations = [f"surviving replica: {dict(bad_answers(load, b.port))}"] if bad_answers(load, b.port) else []
     answered = load.total(a.port) + load.total(b.port)
-    status = wait_for(lambda: (s := kube.status(tenant, "steady")).get("usage", {}).get("requests", 0)
-                      >= load.total(b.port) and s, timeout=20, what="usage flushed")
+    status = wait_for(
+        lambda: (s := kube.status(tenant, "steady")).get("usage", {}).get("requests", 0) >= load.total(b.port) and s,
+        timeout=20,
+        what="usage flushed",
+    )
     counted = status["usage"]["requests"]
     if counted > answered:
         violations.append(f"usage over-counted: {counted} > {answered} answered")
     replacement = replicas.start(redis=redis)
     if replacement.verify(plaintext, "send_email").status_code != 200:
         violations.append("a new replica does not serve the key")
-    report.record("verifier replica SIGKILLed under load", violations,
-                  f"survivor answered all; usage {counted} of {answered} answered (loss bounded by one flush)")
+    report.record(
+        "verifier replica SIGKILLed under load",
+        violations,
+        f"survivor answered all; usage {counted} of {answered} answered (loss bounded by one flush)",
+    )
     assert not violations, violations

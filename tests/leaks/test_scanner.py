@@ -29,10 +29,16 @@ def test_scan_finds_plain_base64_and_partial_forms_without_echoing_the_key() -> 
 @pytest.mark.integration
 def test_planted_leak_in_an_event_is_found(kube: Kube, tenant: str) -> None:
     planted = generate(Environment.TEST).value
-    event = kube.core.create_namespaced_event(tenant, client.CoreV1Event(
-        metadata=client.V1ObjectMeta(generate_name="planted."),
-        involved_object=client.V1ObjectReference(kind="Namespace", name=tenant, namespace=tenant),
-        reason="Planted", message=f"oops {planted}", type="Warning"))
+    event = kube.core.create_namespaced_event(
+        tenant,
+        client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name="planted."),
+            involved_object=client.V1ObjectReference(kind="Namespace", name=tenant, namespace=tenant),
+            reason="Planted",
+            message=f"oops {planted}",
+            type="Warning",
+        ),
+    )
     try:
         findings = leakscan.scan(leakscan.cluster_texts(kube.api), {planted})
         assert [f.source for f in findings] == [f"Event {tenant}/{event.metadata.name}"]

@@ -25,8 +25,13 @@ def issued(kube: Kube, ns: str, name: str, *, secret: str | None = None) -> tupl
 
 
 def test_create_issues_secret_record_and_status(kube: Kube, vault: VaultView, tenant: str) -> None:
-    manifest = key("mail", tenant, tier="pro", scopes=["send_email", "read_analytics"],
-                   secret={"name": "mail-key", "labels": {"app": "mailer"}, "annotations": {"team": "growth"}})
+    manifest = key(
+        "mail",
+        tenant,
+        tier="pro",
+        scopes=["send_email", "read_analytics"],
+        secret={"name": "mail-key", "labels": {"app": "mailer"}, "annotations": {"team": "growth"}},
+    )
     manifest["metadata"]["labels"] = {"argocd.argoproj.io/instance": "acme-keys"}
     started = time.monotonic()
     kube.create_key(manifest)
@@ -69,10 +74,22 @@ def test_test_environment_key_has_test_prefix(kube: Kube, tenant: str) -> None:
 def test_spec_change_updates_record_in_place(kube: Kube, vault: VaultView, tenant: str) -> None:
     kube.create_key(key("crm", tenant, scopes=["manage_contacts"]))
     status, plaintext = issued(kube, tenant, "crm")
-    kube.patch_key(tenant, "crm", {"spec": {"scopes": ["manage_contacts", "read_analytics"], "tier": "pro",
-                                            "rateLimit": 120, "displayName": "CRM"}})
-    wait_for(lambda: (r := vault.record_for(plaintext)) and r.rate_limit == 120 and len(r.scopes) == 2,
-             what="record updated in place")
+    kube.patch_key(
+        tenant,
+        "crm",
+        {
+            "spec": {
+                "scopes": ["manage_contacts", "read_analytics"],
+                "tier": "pro",
+                "rateLimit": 120,
+                "displayName": "CRM",
+            }
+        },
+    )
+    wait_for(
+        lambda: (r := vault.record_for(plaintext)) and r.rate_limit == 120 and len(r.scopes) == 2,
+        what="record updated in place",
+    )
     assert kube.plaintext(tenant, "crm") == plaintext, "the key must stay the same"
     after = kube.wait_status(tenant, "crm", lambda s: s.get("observedGeneration") == 2)
     assert after["keyId"] == status["keyId"] and after["effectiveRateLimit"] == 120
@@ -125,8 +142,9 @@ def test_deleted_secret_gets_a_new_key_and_old_one_is_revoked(kube: Kube, vault:
     kube.create_key(key("lost", tenant))
     status, old = issued(kube, tenant, "lost")
     kube.core.delete_namespaced_secret("lost", tenant)
-    after = kube.wait_status(tenant, "lost", lambda s: s.get("keyId") not in (None, status["keyId"]),
-                             what="new key after Secret deletion")
+    after = kube.wait_status(
+        tenant, "lost", lambda s: s.get("keyId") not in (None, status["keyId"]), what="new key after Secret deletion"
+    )
     new = kube.plaintext(tenant, "lost")
     assert new != old
     assert vault.record_for(old).state is KeyState.REVOKED
@@ -150,8 +168,9 @@ def test_altered_secret_is_repaired(kube: Kube, vault: VaultView, tenant: str) -
 
 
 def test_foreign_secret_is_not_overwritten(kube: Kube, tenant: str) -> None:
-    kube.core.create_namespaced_secret(tenant, client.V1Secret(
-        metadata=client.V1ObjectMeta(name="taken"), string_data={"password": "hunter2"}))
+    kube.core.create_namespaced_secret(
+        tenant, client.V1Secret(metadata=client.V1ObjectMeta(name="taken"), string_data={"password": "hunter2"})
+    )
     kube.create_key(key("squatter", tenant, secret={"name": "taken"}))
     status = kube.wait_phase(tenant, "squatter", "Failed")
     assert "not owned" in status["message"]

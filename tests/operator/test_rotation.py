@@ -32,8 +32,7 @@ def works(vault: VaultView, plaintext: str) -> bool:
 
 
 def new_key(kube: Kube, ns: str, name: str, old_id: str) -> dict:
-    return kube.wait_status(ns, name, lambda s: s.get("keyId") not in (None, old_id), timeout=30,
-                            what="a rotated key")
+    return kube.wait_status(ns, name, lambda s: s.get("keyId") not in (None, old_id), timeout=30, what="a rotated key")
 
 
 def bump(kube: Kube, ns: str, name: str, counter: int, **rotation: object) -> None:
@@ -141,8 +140,10 @@ def test_extending_expiry_keeps_the_key(kube: Kube, vault: VaultView, tenant: st
     plaintext = kube.plaintext(tenant, "extended")
     later = now() + dt.timedelta(hours=1)
     kube.patch_key(tenant, "extended", {"spec": {"expiresAt": rfc3339(later)}})
-    wait_for(lambda: vault.record_for(plaintext).not_after.replace(microsecond=0) == later.replace(microsecond=0),
-             what="record deadline moved")
+    wait_for(
+        lambda: vault.record_for(plaintext).not_after.replace(microsecond=0) == later.replace(microsecond=0),
+        what="record deadline moved",
+    )
     time.sleep(7)
     status = kube.status(tenant, "extended")
     assert status["phase"] == "Active" and status["keyId"] == first["keyId"]
@@ -173,11 +174,13 @@ def test_restart_targets_get_annotated(kube: Kube, tenant: str) -> None:
     bump(kube, tenant, "restarts", 1)
     new_key(kube, tenant, "restarts", first["keyId"])
     annotated = wait_for(
-        lambda: (kube.apps.read_namespaced_deployment("checkout", tenant).spec.template.metadata.annotations or {})
-        .get(v.RESTARTED_AT_ANNOTATION),
+        lambda: (kube.apps.read_namespaced_deployment("checkout", tenant).spec.template.metadata.annotations or {}).get(
+            v.RESTARTED_AT_ANNOTATION
+        ),
         what="restart annotation",
     )
     assert annotated.endswith("Z")
-    reasons = wait_for(lambda: (r := kube.event_reasons(tenant, "restarts")) and "RestartFailed" in r and r,
-                       what="restart events")
+    reasons = wait_for(
+        lambda: (r := kube.event_reasons(tenant, "restarts")) and "RestartFailed" in r and r, what="restart events"
+    )
     assert "RestartTriggered" in reasons

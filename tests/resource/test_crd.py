@@ -24,8 +24,13 @@ def test_crd_file_is_generated_from_the_model() -> None:
 
 
 def test_crd_is_established(kube: Kube) -> None:
-    out = kube.kubectl("get", "crd", "tenantapikeys.penguinmails.io", "-o",
-                       "jsonpath={.status.conditions[?(@.type=='Established')].status}")
+    out = kube.kubectl(
+        "get",
+        "crd",
+        "tenantapikeys.penguinmails.io",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+    )
     assert out.stdout == "True"
     assert "tak" in kube.kubectl("api-resources", "--api-group=penguinmails.io").stdout
 
@@ -69,19 +74,31 @@ INVALID: list[tuple[str, Any, str]] = [
     ("interval-no-unit", {"rotation": {"interval": "90"}}, "spec.rotation.interval"),
     ("grace-negative", {"rotation": {"gracePeriod": "-1h"}}, "spec.rotation.gracePeriod"),
     ("counter-negative", {"rotation": {"counter": -1}}, "spec.rotation.counter"),
-    ("restart-kind", {"rotation": {"restartTargets": [{"kind": "DaemonSet", "name": "x"}]}},
-     "spec.rotation.restartTargets[0].kind"),
-    ("restart-name", {"rotation": {"restartTargets": [{"kind": "Deployment", "name": "Bad_Name"}]}},
-     "spec.rotation.restartTargets[0].name"),
-    ("restart-too-many", {"rotation": {"restartTargets": [{"kind": "Deployment", "name": f"d{i}"} for i in range(11)]}},
-     "spec.rotation.restartTargets"),
+    (
+        "restart-kind",
+        {"rotation": {"restartTargets": [{"kind": "DaemonSet", "name": "x"}]}},
+        "spec.rotation.restartTargets[0].kind",
+    ),
+    (
+        "restart-name",
+        {"rotation": {"restartTargets": [{"kind": "Deployment", "name": "Bad_Name"}]}},
+        "spec.rotation.restartTargets[0].name",
+    ),
+    (
+        "restart-too-many",
+        {"rotation": {"restartTargets": [{"kind": "Deployment", "name": f"d{i}"} for i in range(11)]}},
+        "spec.rotation.restartTargets",
+    ),
     ("secret-name-invalid", {"secret": {"name": "Bad_Name"}}, "spec.secret.name"),
     ("secret-name-too-long", {"secret": {"name": "a" * 254}}, "spec.secret.name"),
     ("secret-label-managed-by", {"secret": {"labels": {"app.kubernetes.io/managed-by": "me"}}}, "spec.secret.labels"),
     ("secret-label-value", {"secret": {"labels": {"app": "has spaces"}}}, "spec.secret.labels.app"),
     ("secret-too-many-labels", {"secret": {"labels": _labels(33)}}, "spec.secret.labels"),
-    ("secret-annotation-reserved", {"secret": {"annotations": {"penguinmails.io/key-id": "x"}}},
-     "spec.secret.annotations"),
+    (
+        "secret-annotation-reserved",
+        {"secret": {"annotations": {"penguinmails.io/key-id": "x"}}},
+        "spec.secret.annotations",
+    ),
     ("unknown-field", {"colour": "blue"}, "spec.colour"),
 ]
 

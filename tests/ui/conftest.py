@@ -18,11 +18,11 @@ import pytest
 from kubernetes import client
 
 from pmkeys.api import vocabulary as v
-from pmkeys.devenv import bootstrap
-from pmkeys.devenv.environment import LocalEnvironment
-from pmkeys.devenv.processes import ServerProcess, free_port
 from pmkeys.keys.material import ApiKey, parse
 from pmkeys.ui import rbac
+from pmkeys_dev import bootstrap
+from pmkeys_dev.environment import LocalEnvironment
+from pmkeys_dev.processes import ServerProcess, free_port
 from tests import leakscan
 from tests.kube import Kube, wait_for
 
@@ -65,33 +65,47 @@ def _apply(kube: Kube, documents: list[dict[str, Any]]) -> None:
 @pytest.fixture(scope="session")
 def ui_rbac(kube: Kube) -> None:
     """The UI's ClusterRole (bound to pmkeys-ui) and the two tenant ClusterRoles."""
-    _apply(kube, [
-        rbac.cluster_role(UI_ROLE, rbac.UI_RULES),
-        rbac.cluster_role(ADMIN_ROLE, rbac.TENANT_ADMIN_RULES),
-        rbac.cluster_role(VIEWER_ROLE, rbac.TENANT_VIEWER_RULES),
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": UI_ROLE},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": UI_ROLE},
-            "subjects": [{"kind": "ServiceAccount", "name": bootstrap.service_account("ui"),
-                          "namespace": bootstrap.SYSTEM_NAMESPACE}],
-        },
-    ])
+    _apply(
+        kube,
+        [
+            rbac.cluster_role(UI_ROLE, rbac.UI_RULES),
+            rbac.cluster_role(ADMIN_ROLE, rbac.TENANT_ADMIN_RULES),
+            rbac.cluster_role(VIEWER_ROLE, rbac.TENANT_VIEWER_RULES),
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": UI_ROLE},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": UI_ROLE},
+                "subjects": [
+                    {
+                        "kind": "ServiceAccount",
+                        "name": bootstrap.service_account("ui"),
+                        "namespace": bootstrap.SYSTEM_NAMESPACE,
+                    }
+                ],
+            },
+        ],
+    )
 
 
 @pytest.fixture(scope="session")
-def ui_server(env: LocalEnvironment, kube: Kube, ui_rbac: None, operator: ServerProcess,
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
+def ui_server(
+    env: LocalEnvironment, kube: Kube, ui_rbac: None, operator: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[UiServer]:
     """``pmkeys ui`` as a process, authenticated to the API server as pmkeys-ui and nothing more.
     At the end its log is searched for every key the run revealed."""
-    kubeconfig = env.kubeconfig_for_token(env.token_files["ui"].read_text(),
-                                          tmp_path_factory.mktemp("ui") / "kubeconfig")
+    kubeconfig = env.kubeconfig_for_token(
+        env.token_files["ui"].read_text(), tmp_path_factory.mktemp("ui") / "kubeconfig"
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = env.start_component(
-        "ui", name="ui", ready_url=f"{url}/healthz",
-        PMKEYS_KUBECONFIG=str(kubeconfig), PMKEYS_BIND="127.0.0.1", PMKEYS_PORT=str(port),
+        "ui",
+        name="ui",
+        ready_url=f"{url}/healthz",
+        PMKEYS_KUBECONFIG=str(kubeconfig),
+        PMKEYS_BIND="127.0.0.1",
+        PMKEYS_PORT=str(port),
         PMKEYS_AUTHZ_CACHE_SECONDS="2",
     )
     server = UiServer(url, process)
@@ -112,11 +126,15 @@ def _binding(namespace: str, sa: str, role: str) -> dict[str, Any]:
 
 def _allowed(kube: Kube, namespace: str, sa: str) -> bool:
     """The API server's authorizer sees a new RoleBinding a moment after it is created."""
-    review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
-        user=f"system:serviceaccount:{namespace}:{sa}",
-        groups=["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"],
-        resource_attributes=client.V1ResourceAttributes(namespace=namespace, verb="list", group=v.GROUP,
-                                                        resource=v.PLURAL)))
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=f"system:serviceaccount:{namespace}:{sa}",
+            groups=["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"],
+            resource_attributes=client.V1ResourceAttributes(
+                namespace=namespace, verb="list", group=v.GROUP, resource=v.PLURAL
+            ),
+        )
+    )
     result = client.AuthorizationV1Api(kube.api).create_subject_access_review(review)
     return bool(result.status.allowed)
 
@@ -158,9 +176,11 @@ def admin(make_user: Callable[..., TenantUser], tenant: str) -> TenantUser:
     return make_user(tenant)
 
 
-def wait_key(user: TenantUser, name: str, predicate: Callable[[dict[str, Any]], bool], *, what: str,
-             timeout: float = 30) -> dict[str, Any]:
+def wait_key(
+    user: TenantUser, name: str, predicate: Callable[[dict[str, Any]], bool], *, what: str, timeout: float = 30
+) -> dict[str, Any]:
     """Poll the key through the UI's API (as the user) until ``predicate`` holds."""
+
     def probe() -> dict[str, Any] | None:
         response = user.http.get(user.keys_url(name=name))
         body: dict[str, Any] = response.json()
@@ -170,8 +190,12 @@ def wait_key(user: TenantUser, name: str, predicate: Callable[[dict[str, Any]], 
 
 
 def wait_issued(user: TenantUser, name: str, *, other_than: str | None = None) -> dict[str, Any]:
-    return wait_key(user, name, lambda k: k["phase"] in ("Active", "Rotating") and k["keyId"] not in (None, other_than),
-                    what=f"key {name} issued")
+    return wait_key(
+        user,
+        name,
+        lambda k: k["phase"] in ("Active", "Rotating") and k["keyId"] not in (None, other_than),
+        what=f"key {name} issued",
+    )
 
 
 def reveal(kube: Kube, user: TenantUser, name: str) -> tuple[str, ApiKey]:

@@ -38,8 +38,12 @@ def created_and_issued(user: TenantUser, name: str, **fields: object) -> dict:
 
 def works_in_vault(vault: VaultView, key: ApiKey, *, key_id: str) -> bool:
     record = vault.record_for(key.value)
-    return record is not None and record.key_id == key_id and bcrypt_matches(key.value, record) \
+    return (
+        record is not None
+        and record.key_id == key_id
+        and bcrypt_matches(key.value, record)
         and record.usable_at(dt.datetime.now(dt.UTC))
+    )
 
 
 def error_fields(response: httpx.Response) -> list[str]:
@@ -48,8 +52,15 @@ def error_fields(response: httpx.Response) -> list[str]:
 
 # -- the happy path ----------------------------------------------------------------------
 def test_create_then_reveal_once_then_409(admin: TenantUser, kube: Kube, vault: VaultView) -> None:
-    response = create(admin, "billing", displayName="Billing", tier="pro", environment="test",
-                      scopes=["send_email", "read_analytics"], rotationInterval="90d")
+    response = create(
+        admin,
+        "billing",
+        displayName="Billing",
+        tier="pro",
+        environment="test",
+        scopes=["send_email", "read_analytics"],
+        rotationInterval="90d",
+    )
     assert response.status_code == 201
     body = response.json()
     summary = (body["name"], body["namespace"], body["tier"], body["rateLimit"])
@@ -93,8 +104,18 @@ def test_get_list_and_filter(admin: TenantUser, kube: Kube) -> None:
     everything = admin.http.get(admin.keys_url()).json()["items"]
     assert [k["name"] for k in everything] == ["zeta-mailer", "alpha-crm"], "revoked keys come last"
     zeta = everything[0]
-    for column in ("displayPrefix", "environment", "scopes", "tier", "rateLimit", "phase", "createdAt", "usage",
-                   "nextRotationAt", "expiresAt"):
+    for column in (
+        "displayPrefix",
+        "environment",
+        "scopes",
+        "tier",
+        "rateLimit",
+        "phase",
+        "createdAt",
+        "usage",
+        "nextRotationAt",
+        "expiresAt",
+    ):
         assert column in zeta
     assert zeta["displayPrefix"].startswith("pm_live_") and zeta["displayName"] == "Zeta mailer"
 
@@ -136,8 +157,10 @@ def test_regenerate_now_revokes_the_old_key(admin: TenantUser, kube: Kube, vault
     response = admin.http.post(admin.keys_url(name="hard-swap", action="regenerate"), json={"gracePeriod": "0"})
     assert response.status_code == 202
     wait_issued(admin, "hard-swap", other_than=old_id)
-    wait_for(lambda: (r := vault.record_for(old_key.value)) is not None and r.state is KeyState.REVOKED,
-             what="old key revoked at once")
+    wait_for(
+        lambda: (r := vault.record_for(old_key.value)) is not None and r.state is KeyState.REVOKED,
+        what="old key revoked at once",
+    )
 
 
 def test_revoke_needs_the_name_and_is_final(admin: TenantUser, kube: Kube) -> None:
@@ -175,8 +198,13 @@ def test_audit_trail_newest_first(admin: TenantUser) -> None:
 
 
 def test_unknown_key_is_404(admin: TenantUser) -> None:
-    calls = [("GET", "", None), ("GET", "events", None), ("POST", "reveal", None),
-             ("POST", "regenerate", {"gracePeriod": "1h"}), ("POST", "revoke", {"confirm": "ghost"})]
+    calls = [
+        ("GET", "", None),
+        ("GET", "events", None),
+        ("POST", "reveal", None),
+        ("POST", "regenerate", {"gracePeriod": "1h"}),
+        ("POST", "revoke", {"confirm": "ghost"}),
+    ]
     for method, action, body in calls:
         response = admin.http.request(method, admin.keys_url(name="ghost", action=action), json=body)
         assert response.status_code == 404, (method, action)
@@ -237,8 +265,9 @@ def test_other_malformed_requests(admin: TenantUser) -> None:
 
 
 # -- who may do what ---------------------------------------------------------------------
-def test_tenant_isolation(make_user: Callable[..., TenantUser], namespace_factory: Callable[..., str],
-                          kube: Kube) -> None:
+def test_tenant_isolation(
+    make_user: Callable[..., TenantUser], namespace_factory: Callable[..., str], kube: Kube
+) -> None:
     ns_a, ns_b = namespace_factory("iso-a", prefix="iso-a"), namespace_factory("iso-b", prefix="iso-b")
     alice, bob = make_user(ns_a), make_user(ns_b)
     response = bob.http.post(bob.keys_url(), json={"name": "bobs-key", "scopes": ["send_email"]})
@@ -285,13 +314,15 @@ def test_token_without_rights_gets_403(make_user: Callable[..., TenantUser], ten
         assert bogus.status_code == 401 and bogus.headers["www-authenticate"] == "Bearer"
 
 
-def test_viewer_sees_but_cannot_change_or_reveal(make_user: Callable[..., TenantUser], admin: TenantUser,
-                                                 kube: Kube) -> None:
+def test_viewer_sees_but_cannot_change_or_reveal(
+    make_user: Callable[..., TenantUser], admin: TenantUser, kube: Kube
+) -> None:
     created_and_issued(admin, "watched")
     viewer = make_user(admin.namespace, role="viewer")
     me = viewer.http.get("/api/v1/me").json()
-    assert me["namespaces"] == [{"namespace": admin.namespace, "tenant": admin.namespace,
-                                 "canManage": False, "canReveal": False}]
+    assert me["namespaces"] == [
+        {"namespace": admin.namespace, "tenant": admin.namespace, "canManage": False, "canReveal": False}
+    ]
     assert [k["name"] for k in viewer.http.get(viewer.keys_url()).json()["items"]] == ["watched"]
     assert viewer.http.get(viewer.keys_url(name="watched", action="events")).status_code == 200
     assert viewer.http.post(viewer.keys_url(), json={"name": "mine", "scopes": ["send_email"]}).status_code == 403
@@ -351,32 +382,39 @@ def test_session_cookie_flags_and_csrf(ui_server: UiServer, admin: TenantUser) -
         browser.close()
 
 
-def test_session_ends_when_the_token_is_no_longer_accepted(ui_server: UiServer, admin: TenantUser,
-                                                           kube: Kube) -> None:
+def test_session_ends_when_the_token_is_no_longer_accepted(ui_server: UiServer, admin: TenantUser, kube: Kube) -> None:
     browser, _ = signed_in(ui_server, admin)
     try:
         kube.core.delete_namespaced_service_account(admin.name, admin.namespace)
-        wait_for(lambda: browser.get(admin.keys_url()).status_code == 401, timeout=40,
-                 what="session refused once its ServiceAccount is gone")
+        wait_for(
+            lambda: browser.get(admin.keys_url()).status_code == 401,
+            timeout=40,
+            what="session refused once its ServiceAccount is gone",
+        )
         page = browser.get(f"/ns/{admin.namespace}/keys")
         assert page.status_code == 303 and page.headers["location"].startswith("/signin")
     finally:
         browser.close()
 
 
-def test_home_page_lists_every_tenant_of_the_user(ui_server: UiServer, make_user: Callable[..., TenantUser],
-                                                  namespace_factory: Callable[..., str], kube: Kube) -> None:
+def test_home_page_lists_every_tenant_of_the_user(
+    ui_server: UiServer, make_user: Callable[..., TenantUser], namespace_factory: Callable[..., str], kube: Kube
+) -> None:
     first, second = namespace_factory("multi-a", prefix="multi-a"), namespace_factory("multi-b", prefix="multi-b")
     user = make_user(first)
     browser, _ = signed_in(ui_server, user)
     try:
         home = browser.get("/")
         assert home.status_code == 303 and home.headers["location"] == f"/ns/{first}/keys", "one tenant: go there"
-        kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                    "metadata": {"name": f"{user.name}-also", "namespace": second},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                "name": VIEWER_ROLE},
-                    "subjects": [{"kind": "ServiceAccount", "name": user.name, "namespace": first}]})
+        kube.apply(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": f"{user.name}-also", "namespace": second},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": VIEWER_ROLE},
+                "subjects": [{"kind": "ServiceAccount", "name": user.name, "namespace": first}],
+            }
+        )
         chooser = wait_for(lambda: (r := browser.get("/")).status_code == 200 and r, what="the tenant chooser")
         assert f"/ns/{first}/keys" in chooser.text and f"/ns/{second}/keys" in chooser.text
         assert "Read-only access" in chooser.text
@@ -384,19 +422,35 @@ def test_home_page_lists_every_tenant_of_the_user(ui_server: UiServer, make_user
         browser.close()
 
 
-def test_detail_page_without_rights_on_events(ui_server: UiServer, admin: TenantUser,
-                                              make_user: Callable[..., TenantUser], kube: Kube) -> None:
+def test_detail_page_without_rights_on_events(
+    ui_server: UiServer, admin: TenantUser, make_user: Callable[..., TenantUser], kube: Kube
+) -> None:
     created_and_issued(admin, "quiet")
     reader = make_user(admin.namespace, role=None)
-    kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                "metadata": {"name": "keys-only", "namespace": admin.namespace},
-                "rules": [{"apiGroups": [v.GROUP], "resources": [v.PLURAL], "verbs": ["get", "list"]}]})
-    kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": {"name": "keys-only", "namespace": admin.namespace},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "keys-only"},
-                "subjects": [{"kind": "ServiceAccount", "name": reader.name, "namespace": admin.namespace}]})
-    wait_for(lambda: reader.http.get(reader.keys_url(name="quiet", action="events")).status_code == 403
-             and reader.http.get(reader.keys_url(name="quiet")).status_code == 200, what="keys-only role in effect")
+    kube.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "keys-only", "namespace": admin.namespace},
+            "rules": [{"apiGroups": [v.GROUP], "resources": [v.PLURAL], "verbs": ["get", "list"]}],
+        }
+    )
+    kube.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "keys-only", "namespace": admin.namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "keys-only"},
+            "subjects": [{"kind": "ServiceAccount", "name": reader.name, "namespace": admin.namespace}],
+        }
+    )
+    wait_for(
+        lambda: (
+            reader.http.get(reader.keys_url(name="quiet", action="events")).status_code == 403
+            and reader.http.get(reader.keys_url(name="quiet")).status_code == 200
+        ),
+        what="keys-only role in effect",
+    )
     browser, _ = signed_in(ui_server, reader)
     try:
         page = browser.get(f"/ns/{admin.namespace}/keys/quiet")
@@ -411,8 +465,9 @@ def test_openapi_document_is_published(ui_server: UiServer) -> None:
     paths = doc["paths"]
     assert "/api/v1/namespaces/{namespace}/keys/{name}/reveal" in paths
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
-    assert paths["/api/v1/namespaces/{namespace}/keys"]["post"]["responses"]["422"]["content"][
-        "application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert paths["/api/v1/namespaces/{namespace}/keys"]["post"]["responses"]["422"]["content"]["application/json"][
+        "schema"
+    ]["$ref"].endswith("/ErrorBody")
 
 
 def test_security_headers(ui_server: UiServer) -> None:

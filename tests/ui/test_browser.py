@@ -20,12 +20,12 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from pmkeys.config import VaultSettings, VerifierSettings
-from pmkeys.devenv import bootstrap
-from pmkeys.devenv.environment import LocalEnvironment
-from pmkeys.devenv.openbao import KV_MOUNT
 from pmkeys.keys.material import ApiKey, parse
 from pmkeys.vault.records import KeyState
 from pmkeys.verify import BlockingVerifier, Outcome
+from pmkeys_dev import bootstrap
+from pmkeys_dev.environment import LocalEnvironment
+from pmkeys_dev.openbao import KV_MOUNT
 from tests.kube import Kube, wait_for
 from tests.ui.browser import SCREENSHOTS, check_accessible, fits_width, launch_args
 from tests.ui.conftest import TenantUser, UiServer, wait_issued, wait_key
@@ -45,8 +45,12 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def context(browser: Browser, ui_server: UiServer) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(base_url=ui_server.url, viewport=DESKTOP, device_scale_factor=1,
-                              permissions=["clipboard-read", "clipboard-write"])
+    ctx = browser.new_context(
+        base_url=ui_server.url,
+        viewport=DESKTOP,
+        device_scale_factor=1,
+        permissions=["clipboard-read", "clipboard-write"],
+    )
     ctx.set_default_timeout(20_000)
     yield ctx
     ctx.close()
@@ -61,9 +65,17 @@ def page(context: BrowserContext) -> Page:
 def verifier(env: LocalEnvironment) -> Iterator[BlockingVerifier]:
     """The verifier library as a Python service embeds it, with the verifier's own Vault role."""
     settings = VerifierSettings(
-        vault=VaultSettings(addr=env.openbao.url, auth="kubernetes", role=bootstrap.service_account("verifier"),
-                            token_path=env.token_files["verifier"], kv_mount=KV_MOUNT, prefix=bootstrap.VAULT_PREFIX),
-        kubeconfig=str(env.kubeconfig), usage_flush_seconds=1, cache_ttl=2,
+        vault=VaultSettings(
+            addr=env.openbao.url,
+            auth="kubernetes",
+            role=bootstrap.service_account("verifier"),
+            token_path=env.token_files["verifier"],
+            kv_mount=KV_MOUNT,
+            prefix=bootstrap.VAULT_PREFIX,
+        ),
+        kubeconfig=str(env.kubeconfig),
+        usage_flush_seconds=1,
+        cache_ttl=2,
     )
     with BlockingVerifier(settings) as blocking:
         yield blocking
@@ -128,10 +140,21 @@ def seed_keys(user: TenantUser) -> None:
     """A few keys in different states, so the list looks like a tenant's."""
     later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=180)).strftime("%Y-%m-%dT%H:%M:%SZ")
     for body in (
-        {"name": "newsletter-sender", "displayName": "Newsletter sender", "tier": "pro",
-         "scopes": ["send_email", "manage_contacts"], "rotationInterval": "90d", "expiresAt": later},
-        {"name": "analytics-export", "displayName": "BI export", "tier": "enterprise", "environment": "test",
-         "scopes": ["read_analytics"]},
+        {
+            "name": "newsletter-sender",
+            "displayName": "Newsletter sender",
+            "tier": "pro",
+            "scopes": ["send_email", "manage_contacts"],
+            "rotationInterval": "90d",
+            "expiresAt": later,
+        },
+        {
+            "name": "analytics-export",
+            "displayName": "BI export",
+            "tier": "enterprise",
+            "environment": "test",
+            "scopes": ["read_analytics"],
+        },
         {"name": "legacy-import", "displayName": "Legacy CRM import", "scopes": ["manage_contacts"]},
     ):
         assert user.http.post(user.keys_url(), json=body).status_code == 201
@@ -140,8 +163,14 @@ def seed_keys(user: TenantUser) -> None:
     user.http.post(user.keys_url(name="legacy-import", action="revoke"), json={"confirm": "legacy-import"})
 
 
-def test_key_lifecycle_in_the_browser(page: Page, admin: TenantUser, kube: Kube, vault: VaultView,
-                                      verifier: BlockingVerifier, shots: Callable[[Page, str], None]) -> None:
+def test_key_lifecycle_in_the_browser(
+    page: Page,
+    admin: TenantUser,
+    kube: Kube,
+    vault: VaultView,
+    verifier: BlockingVerifier,
+    shots: Callable[[Page, str], None],
+) -> None:
     seed_keys(admin)
     sign_in(page, admin)
     expect(page.get_by_role("heading", name="API keys")).to_be_visible()
@@ -288,8 +317,9 @@ def test_sign_in_refuses_bad_tokens_and_pages_need_a_session(page: Page, ui_serv
     check_accessible(page)
 
 
-def test_viewer_and_other_tenants(page: Page, admin: TenantUser, make_user: Callable[..., TenantUser],
-                                  namespace_factory: Callable[..., str]) -> None:
+def test_viewer_and_other_tenants(
+    page: Page, admin: TenantUser, make_user: Callable[..., TenantUser], namespace_factory: Callable[..., str]
+) -> None:
     assert admin.http.post(admin.keys_url(), json={"name": "shared", "scopes": ["send_email"]}).status_code == 201
     wait_issued(admin, "shared")
     viewer = make_user(admin.namespace, role="viewer")

@@ -38,12 +38,20 @@ def test_api_server_paths_become_form_fields(path: str, field: str) -> None:
 
 def test_invalid_status_keeps_each_cause_with_its_field() -> None:
     status = {
-        "kind": "Status", "code": 422, "reason": "Invalid", "message": 'TenantApiKey "x" is invalid: ...',
-        "details": {"causes": [
-            {"reason": "FieldValueInvalid", "field": "spec.rateLimit",
-             "message": "Invalid value: 500: rateLimit must not exceed the tier's ceiling"},
-            {"reason": "FieldValueNotSupported", "field": "spec.scopes[0]", "message": 'Unsupported value: "x"'},
-        ]},
+        "kind": "Status",
+        "code": 422,
+        "reason": "Invalid",
+        "message": 'TenantApiKey "x" is invalid: ...',
+        "details": {
+            "causes": [
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": "spec.rateLimit",
+                    "message": "Invalid value: 500: rateLimit must not exceed the tier's ceiling",
+                },
+                {"reason": "FieldValueNotSupported", "field": "spec.scopes[0]", "message": 'Unsupported value: "x"'},
+            ]
+        },
     }
     error = from_api_exception(api_exception(422, status), what='key "x"')
     assert (error.status, error.code) == (422, "invalid")
@@ -65,8 +73,9 @@ def test_invalid_status_keeps_each_cause_with_its_field() -> None:
     ],
 )
 def test_other_answers_keep_their_meaning(status: int, reason: str, code: str, http: int) -> None:
-    error = from_api_exception(api_exception(status, {"kind": "Status", "reason": reason, "message": "m"}),
-                               what='key "x"')
+    error = from_api_exception(
+        api_exception(status, {"kind": "Status", "reason": reason, "message": "m"}), what='key "x"'
+    )
     assert (error.status, error.code) == (http, code)
 
 
@@ -93,14 +102,16 @@ def test_pydantic_errors_name_the_api_field() -> None:
 
 
 def test_request_locations_are_dropped_and_unparsable_bodies_named_body() -> None:
-    fields = validation_error([
-        {"loc": ("body", "scopes", 0), "msg": "Input should be 'send_email'"},
-        {"loc": ("path", "namespace"), "msg": "String should match pattern"},
-        {"loc": ("query", "status"), "msg": "Input should be 'Active'"},
-        {"loc": ("body", 3), "msg": "JSON decode error"},
-        {"loc": ("body",), "msg": "Field required"},
-        {"loc": ("expiresAt",), "msg": "Value error, must be in the future"},
-    ]).fields
+    fields = validation_error(
+        [
+            {"loc": ("body", "scopes", 0), "msg": "Input should be 'send_email'"},
+            {"loc": ("path", "namespace"), "msg": "String should match pattern"},
+            {"loc": ("query", "status"), "msg": "Input should be 'Active'"},
+            {"loc": ("body", 3), "msg": "JSON decode error"},
+            {"loc": ("body",), "msg": "Field required"},
+            {"loc": ("expiresAt",), "msg": "Value error, must be in the future"},
+        ]
+    ).fields
     assert [f.field for f in fields] == ["scopes", "namespace", "status", "body", "body", "expiresAt"]
     assert fields[-1].message == "must be in the future"
 

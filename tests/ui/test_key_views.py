@@ -21,21 +21,43 @@ NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 
 def obj(**status: Any) -> dict[str, Any]:
     return {
-        "apiVersion": v.API_VERSION, "kind": v.KIND,
-        "metadata": {"name": "billing", "namespace": "acme", "uid": "u-1", "generation": 2,
-                     "creationTimestamp": "2026-04-01T10:00:00Z"},
-        "spec": {"tenant": "acme", "displayName": "Billing", "environment": "live",
-                 "scopes": ["send_email"], "tier": "pro", "rateLimit": 120, "revoked": False,
-                 "rotation": {"interval": "90d", "gracePeriod": "1h", "counter": 3}},
+        "apiVersion": v.API_VERSION,
+        "kind": v.KIND,
+        "metadata": {
+            "name": "billing",
+            "namespace": "acme",
+            "uid": "u-1",
+            "generation": 2,
+            "creationTimestamp": "2026-04-01T10:00:00Z",
+        },
+        "spec": {
+            "tenant": "acme",
+            "displayName": "Billing",
+            "environment": "live",
+            "scopes": ["send_email"],
+            "tier": "pro",
+            "rateLimit": 120,
+            "revoked": False,
+            "rotation": {"interval": "90d", "gracePeriod": "1h", "counter": 3},
+        },
         "status": status,
     }
 
 
 def test_issued_key_view() -> None:
     usage = {"requests": 7, "errors": 1, "lastUsedAt": "2026-04-30T00:00:00Z"}
-    view = key_view(obj(phase="Active", keyId="k1", displayPrefix="pm_live_AbCd…", secretName="billing",
-                        effectiveRateLimit=120, usage=usage, rotation={"observedCounter": 3},
-                        conditions=[{"type": "Ready", "status": "True", "reason": "Active"}]))
+    view = key_view(
+        obj(
+            phase="Active",
+            keyId="k1",
+            displayPrefix="pm_live_AbCd…",
+            secretName="billing",
+            effectiveRateLimit=120,
+            usage=usage,
+            rotation={"observedCounter": 3},
+            conditions=[{"type": "Ready", "status": "True", "reason": "Active"}],
+        )
+    )
     summary = (view.name, view.namespace, view.tenant, view.tier, view.rate_limit)
     assert summary == ("billing", "acme", "acme", "pro", 120)
     assert view.ready and view.phase is Phase.ACTIVE and issued(view)
@@ -60,8 +82,15 @@ def test_revoked_spec_is_not_revealable_even_before_the_operator_acts() -> None:
 
 @pytest.mark.parametrize(
     ("name", "phase", "expected"),
-    [("", None, True), ("BILL", None, True), ("ing", Phase.ACTIVE, True), ("pm_live_abcd", None, True),
-     ("k1", None, True), ("other", None, False), ("", Phase.REVOKED, False)],
+    [
+        ("", None, True),
+        ("BILL", None, True),
+        ("ing", Phase.ACTIVE, True),
+        ("pm_live_abcd", None, True),
+        ("k1", None, True),
+        ("other", None, False),
+        ("", Phase.REVOKED, False),
+    ],
 )
 def test_list_filter(name: str, phase: Phase | None, expected: bool) -> None:
     view = key_view(obj(phase="Active", keyId="k1", displayPrefix="pm_live_AbCd…", secretName="billing"))
@@ -72,7 +101,10 @@ def event(reason: str, when: dt.datetime | None, *, uid: str = "u-1", version: s
     return client.CoreV1Event(
         metadata=client.V1ObjectMeta(name=f"billing.{reason}", resource_version=version),
         involved_object=client.V1ObjectReference(kind=v.KIND, name="billing", uid=uid),
-        reason=reason, message=f"{reason} happened", type="Normal", last_timestamp=when,
+        reason=reason,
+        message=f"{reason} happened",
+        type="Normal",
+        last_timestamp=when,
         source=client.V1EventSource(component="pmkeys-operator"),
     )
 
@@ -90,10 +122,18 @@ def test_audit_trail_is_newest_first_and_only_this_object() -> None:
 
 
 def test_manifest_from_the_create_form_is_valid_for_the_model() -> None:
-    request = KeyCreate.model_validate({
-        "name": "billing", "displayName": "Billing", "environment": "test", "scopes": ["send_email"],
-        "tier": "pro", "rateLimit": 200, "expiresAt": "2099-01-01T00:00:00+02:00", "rotationInterval": "30d",
-    })
+    request = KeyCreate.model_validate(
+        {
+            "name": "billing",
+            "displayName": "Billing",
+            "environment": "test",
+            "scopes": ["send_email"],
+            "tier": "pro",
+            "rateLimit": 200,
+            "expiresAt": "2099-01-01T00:00:00+02:00",
+            "rotationInterval": "30d",
+        }
+    )
     manifest = build_manifest(request, namespace="acme", tenant="acme-corp")
     assert manifest["metadata"] == {"name": "billing", "namespace": "acme"}
     spec = TenantApiKeySpec.model_validate(manifest["spec"])
@@ -108,9 +148,14 @@ def test_minimal_manifest_leaves_defaults_to_the_crd() -> None:
 
 @pytest.mark.parametrize(
     ("offset", "text"),
-    [(dt.timedelta(seconds=-10), "just now"), (dt.timedelta(minutes=-3), "3 minutes ago"),
-     (dt.timedelta(hours=1), "in 1 hour"), (dt.timedelta(days=-2), "2 days ago"),
-     (dt.timedelta(days=90), "in 3 months"), (dt.timedelta(days=-800), "2 years ago")],
+    [
+        (dt.timedelta(seconds=-10), "just now"),
+        (dt.timedelta(minutes=-3), "3 minutes ago"),
+        (dt.timedelta(hours=1), "in 1 hour"),
+        (dt.timedelta(days=-2), "2 days ago"),
+        (dt.timedelta(days=90), "in 3 months"),
+        (dt.timedelta(days=-800), "2 years ago"),
+    ],
 )
 def test_relative_times(offset: dt.timedelta, text: str) -> None:
     assert relative(NOW + offset, now=NOW) == text

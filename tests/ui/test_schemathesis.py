@@ -22,8 +22,8 @@ from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
 from pmkeys.config import UiSettings
-from pmkeys.devenv import bootstrap
 from pmkeys.ui.app import create_app
+from pmkeys_dev import bootstrap
 from tests.kube import Kube
 from tests.ui.conftest import TenantUser, UiServer, new_user, wait_issued
 
@@ -76,8 +76,9 @@ def _runs() -> list[Any]:
 
 
 @pytest.mark.parametrize(("label", "mode", "pin_name"), _runs())
-def test_no_5xx_and_answers_match_the_document(api_schema: schemathesis.BaseSchema, fuzz_user: TenantUser,
-                                               label: str, mode: GenerationMode, pin_name: bool) -> None:
+def test_no_5xx_and_answers_match_the_document(
+    api_schema: schemathesis.BaseSchema, fuzz_user: TenantUser, label: str, mode: GenerationMode, pin_name: bool
+) -> None:
     operation = api_schema.find_operation_by_label(label)
     assert operation is not None
     pinned = {}

@@ -14,8 +14,14 @@ from pmkeys.api.vocabulary import TIER_RATE_LIMITS, Tier
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("0", timedelta(0)), ("90d", timedelta(days=90)), ("720h", timedelta(hours=720)),
-     ("1h30m", timedelta(minutes=90)), ("45s", timedelta(seconds=45)), ("1d2h3m4s", timedelta(seconds=93784))],
+    [
+        ("0", timedelta(0)),
+        ("90d", timedelta(days=90)),
+        ("720h", timedelta(hours=720)),
+        ("1h30m", timedelta(minutes=90)),
+        ("45s", timedelta(seconds=45)),
+        ("1d2h3m4s", timedelta(seconds=93784)),
+    ],
 )
 def test_durations(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected

@@ -35,8 +35,17 @@ def test_repr_and_str_never_show_the_key() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "pm_live_", "pm_prod_" + "a" * 32, "pm_live_" + "a" * 31, "pm_live_" + "a" * 33,
-     "pm_live_" + "a" * 31 + "-", "PM_LIVE_" + "a" * 32, "pm_live_" + "é" * 32, " pm_live_" + "a" * 31],
+    [
+        "",
+        "pm_live_",
+        "pm_prod_" + "a" * 32,
+        "pm_live_" + "a" * 31,
+        "pm_live_" + "a" * 33,
+        "pm_live_" + "a" * 31 + "-",
+        "PM_LIVE_" + "a" * 32,
+        "pm_live_" + "é" * 32,
+        " pm_live_" + "a" * 31,
+    ],
 )
 def test_malformed_keys_are_rejected_without_echo(text: str) -> None:
     with pytest.raises(material.MalformedKey) as err:
@@ -66,7 +75,7 @@ def test_digest_depends_on_pepper_and_key() -> None:
     assert digest(p1, key) == digest(p1, key)
     assert digest(p1, key) != digest(p2, key)
     assert digest(p1, key) != digest(p1, material.generate(Environment.LIVE).value)
-    assert len(digest(p1, key)) == 64 and "Pepper(version=1)" == repr(p1)
+    assert len(digest(p1, key)) == 64 and repr(p1) == "Pepper(version=1)"
 
 
 def test_key_ids_are_short_and_url_safe() -> None:

@@ -18,8 +18,9 @@ def test_transition_time_moves_only_when_status_changes() -> None:
     later = T0 + dt.timedelta(hours=1)
     same = merge_conditions(before, [CondSpec(ConditionType.READY, True, "Active")], generation=3, now=later)
     assert same[0]["lastTransitionTime"] == "2026-11-28T00:00:00Z" and same[0]["observedGeneration"] == 3
-    flipped = merge_conditions(before, [CondSpec(ConditionType.READY, False, "VaultUnavailable")],
-                               generation=3, now=later)
+    flipped = merge_conditions(
+        before, [CondSpec(ConditionType.READY, False, "VaultUnavailable")], generation=3, now=later
+    )
     assert flipped[0]["lastTransitionTime"] == "2026-11-28T01:00:00Z" and flipped[0]["status"] == "False"
 
 

@@ -22,10 +22,10 @@ from tests.kube import Kube
 from tests.vaultview import MOUNT, PREFIX
 
 from pmkeys.config import VaultSettings, VerifierSettings
-from pmkeys.devenv.environment import LocalEnvironment
-from pmkeys.devenv.processes import ServerProcess, free_port
-from pmkeys.devenv.redis import RedisServer
 from pmkeys.keys.material import display_prefix
+from pmkeys_dev.environment import LocalEnvironment
+from pmkeys_dev.processes import ServerProcess, free_port
+from pmkeys_dev.redis import RedisServer
 
 #: The route map the gateway tests use.
 ROUTES = [

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from pmkeys.devenv.processes import ServerProcess, free_port
+from pmkeys_dev.processes import ServerProcess, free_port
 
 NGINX = Path("/usr/sbin/nginx")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from pmkeys.devenv.processes import free_port
+from pmkeys_dev.processes import free_port
 
 
 class TcpRelay:

@@ -6,8 +6,8 @@ import pytest
 from tests.kube import Kube
 from tests.verifier.conftest import issue, settings
 
-from pmkeys.devenv.environment import LocalEnvironment
 from pmkeys.verify import BlockingVerifier
+from pmkeys_dev.environment import LocalEnvironment
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator")]
 

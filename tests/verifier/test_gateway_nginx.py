@@ -16,8 +16,8 @@ from tests.kube import Kube
 from tests.verifier.conftest import Verifiers, issue, random_key
 from tests.verifier.gateway import NGINX, EchoUpstream, NginxGateway
 
-from pmkeys.devenv import bootstrap
-from pmkeys.devenv.environment import LocalEnvironment
+from pmkeys_dev import bootstrap
+from pmkeys_dev.environment import LocalEnvironment
 
 pytestmark = [
     pytest.mark.integration,

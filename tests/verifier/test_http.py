@@ -16,7 +16,7 @@ import pytest
 from tests.kube import Kube, wait_for
 from tests.verifier.conftest import VerifierProcess, Verifiers, issue, random_key
 
-from pmkeys.devenv import bootstrap
+from pmkeys_dev import bootstrap
 
 pytestmark = [pytest.mark.integration]
 

@@ -20,13 +20,13 @@ from tests.verifier.relay import TcpRelay
 
 from pmkeys.api.vocabulary import Scope, Tier
 from pmkeys.config import VaultSettings
-from pmkeys.devenv.environment import LocalEnvironment
 from pmkeys.keys.hashing import Hasher
 from pmkeys.vault.records import KeyRecord
 from pmkeys.vault.session import VaultSession
 from pmkeys.vault.store import KeyStore
 from pmkeys.verify import Outcome, Verifier
 from pmkeys.verify.watching import ObjectFacts
+from pmkeys_dev.environment import LocalEnvironment
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator"), pytest.mark.asyncio(loop_scope="session")]
 

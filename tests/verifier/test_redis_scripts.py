@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pmkeys.devenv.redis import RedisServer
 from pmkeys.verify.gcra import LocalLimiter, emission_interval_us
 from pmkeys.verify.ratelimit import RedisHealth, SharedLimiter, connect
 from pmkeys.verify.usage import SharedUsage, Tally
+from pmkeys_dev.redis import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

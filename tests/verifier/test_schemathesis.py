@@ -20,7 +20,7 @@ from schemathesis.checks import negative_data_rejection
 from tests.kube import Kube
 from tests.verifier.conftest import VerifierProcess, Verifiers, issue
 
-from pmkeys.devenv import bootstrap
+from pmkeys_dev import bootstrap
 
 pytestmark = [pytest.mark.integration]
 MAX_EXAMPLES = 30

@@ -18,8 +18,8 @@ import pytest
 from tests.kube import Kube, wait_for
 from tests.verifier.conftest import VerifierProcess, Verifiers, issue
 
-from pmkeys.devenv.environment import LocalEnvironment
-from pmkeys.devenv.redis import RedisServer
+from pmkeys_dev.environment import LocalEnvironment
+from pmkeys_dev.redis import RedisServer
 
 pytestmark = [pytest.mark.integration]
 

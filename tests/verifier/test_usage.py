@@ -16,9 +16,9 @@ from kubernetes import client
 from tests.kube import Kube
 from tests.verifier.conftest import Plaintext, VerifierProcess, Verifiers, issue
 
-from pmkeys.devenv import bootstrap
-from pmkeys.devenv.environment import LocalEnvironment
-from pmkeys.devenv.redis import RedisServer
+from pmkeys_dev import bootstrap
+from pmkeys_dev.environment import LocalEnvironment
+from pmkeys_dev.redis import RedisServer
 
 pytestmark = [pytest.mark.integration]
 

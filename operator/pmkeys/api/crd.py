@@ -53,10 +53,7 @@ def _convert(node: Any, defs: dict[str, Any], *, with_defaults: bool) -> Any:
         if key in _DROP:
             continue
         if key == "properties":
-            out[key] = {
-                name: _convert(prop, defs, with_defaults=with_defaults)
-                for name, prop in value.items()
-            }
+            out[key] = {name: _convert(prop, defs, with_defaults=with_defaults) for name, prop in value.items()}
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
             out[key] = _convert(value, defs, with_defaults=with_defaults)
         else:

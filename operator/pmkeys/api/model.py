@@ -47,17 +47,13 @@ _TIER_CEILING_TEXT = ", ".join(f"{t.value} {n}" for t, n in TIER_RATE_LIMITS.ite
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(
-        frozen=True, alias_generator=to_camel, populate_by_name=True, extra="ignore"
-    )
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
 class RestartTarget(_Model):
     """A workload in the key's namespace whose pods restart after a rotation."""
 
-    kind: Literal["Deployment", "StatefulSet"] = Field(
-        description="Kind of the workload: Deployment or StatefulSet."
-    )
+    kind: Literal["Deployment", "StatefulSet"] = Field(description="Kind of the workload: Deployment or StatefulSet.")
     name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the workload.")
 
 
@@ -76,8 +72,7 @@ class Rotation(_Model):
         max_length=32,
         pattern=DURATION_PATTERN,
         description=(
-            "How long the previous key keeps working after a rotation, never past expiresAt. "
-            "0 revokes it at once."
+            "How long the previous key keeps working after a rotation, never past expiresAt. 0 revokes it at once."
         ),
     )
     counter: int = Field(
@@ -88,11 +83,7 @@ class Rotation(_Model):
             "Bump this number to rotate the key once (GitOps-friendly manual rotation); the "
             "operator records the value it acted on in status.rotation.observedCounter."
         ),
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel("self >= oldSelf", "rotation.counter can only increase")
-            ]
-        },
+        json_schema_extra={"x-kubernetes-validations": [_cel("self >= oldSelf", "rotation.counter can only increase")]},
     )
     restart_targets: list[RestartTarget] = Field(
         default_factory=list,
@@ -152,14 +143,10 @@ class TenantApiKeySpec(_Model):
         min_length=1,
         max_length=63,
         pattern=DNS_LABEL,
-        description=(
-            "Tenant id; must equal the penguinmails.io/tenant label of the namespace. Immutable."
-        ),
+        description=("Tenant id; must equal the penguinmails.io/tenant label of the namespace. Immutable."),
         json_schema_extra=_immutable("tenant"),
     )
-    display_name: str = Field(
-        default="", max_length=128, description="Human-readable name shown in the UI."
-    )
+    display_name: str = Field(default="", max_length=128, description="Human-readable name shown in the UI.")
     environment: Environment = Field(
         default=Environment.LIVE,
         description="live or test; decides the key prefix pm_live_ / pm_test_. Immutable.",
@@ -195,8 +182,7 @@ class TenantApiKeySpec(_Model):
             "x-kubernetes-validations": [
                 _cel(
                     "!oldSelf || self",
-                    "revoked cannot be set back to false: revocation is final; create a new "
-                    "TenantApiKey instead",
+                    "revoked cannot be set back to false: revocation is final; create a new TenantApiKey instead",
                 )
             ]
         },

@@ -31,9 +31,7 @@ class HashingBusy(RuntimeError):
 
 
 class Hasher:
-    def __init__(
-        self, *, cost: int = PRODUCTION_COST, workers: int | None = None, max_queue: int = 1024
-    ) -> None:
+    def __init__(self, *, cost: int = PRODUCTION_COST, workers: int | None = None, max_queue: int = 1024) -> None:
         if not 4 <= cost <= 31:
             raise ValueError(f"bcrypt cost must be between 4 and 31, got {cost}")
         if cost < PRODUCTION_COST:

@@ -60,16 +60,13 @@ def parse(text: str) -> ApiKey:
     """Return the key in ``text`` or raise :class:`MalformedKey` (no I/O, no echo)."""
     if len(text) != KEY_LENGTH:
         raise MalformedKey(
-            f"an API key is {KEY_LENGTH} characters: pm_live_ or pm_test_ and "
-            f"{RANDOM_LENGTH} letters or digits"
+            f"an API key is {KEY_LENGTH} characters: pm_live_ or pm_test_ and {RANDOM_LENGTH} letters or digits"
         )
     environment = _PREFIXES.get(text[:_PREFIX_LENGTH])
     if environment is None:
         raise MalformedKey("an API key starts with pm_live_ or pm_test_")
     if not _RANDOM_PART.fullmatch(text, _PREFIX_LENGTH):
-        raise MalformedKey(
-            f"an API key ends with {RANDOM_LENGTH} letters or digits (A-Z, a-z, 0-9)"
-        )
+        raise MalformedKey(f"an API key ends with {RANDOM_LENGTH} letters or digits (A-Z, a-z, 0-9)")
     return ApiKey(text, environment)
 
 

@@ -62,9 +62,7 @@ class Runtime:
         hasher = Hasher(cost=settings.bcrypt_cost, workers=settings.bcrypt_workers or None)
         metrics.BCRYPT_PENDING.set_function(lambda: hasher.pending)
         metrics.BCRYPT_CALLS.set_function(lambda: hasher.calls)
-        reconciler = Reconciler(
-            kube=kube, store=store, hasher=hasher, jitter_fraction=settings.rotation_jitter
-        )
+        reconciler = Reconciler(kube=kube, store=store, hasher=hasher, jitter_fraction=settings.rotation_jitter)
         return cls(settings, kube, store, hasher, reconciler)
 
     def asks_for_something_new(self, body: Any) -> bool:
@@ -90,8 +88,9 @@ class Runtime:
         try:
             body = await self.kube.get_key_object(ref.namespace, ref.name)
         except Exception as exc:
-            logger.warning("%s/%s: could not read the object (%s); retrying in 10s", ref.namespace, ref.name,
-                           type(exc).__name__)
+            logger.warning(
+                "%s/%s: could not read the object (%s); retrying in 10s", ref.namespace, ref.name, type(exc).__name__
+            )
             self.scheduler.schedule(ref, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10))
             return
         if body is None or body["metadata"]["uid"] != ref.uid:
@@ -125,14 +124,18 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         runtime = Runtime.create(memo.operator_settings)
         runtime.tasks.append(asyncio.create_task(runtime.scheduler.run()))
         ours: OperatorSettings = memo.operator_settings
-        runtime.tasks.append(asyncio.create_task(retention.run(
-            runtime.store,
-            lambda: runtime.kube.list_key_uids(ours.namespaces),
-            namespaces=ours.namespaces,
-            retention_days=ours.retention_days,
-            orphan_min_age=ours.orphan_min_age_seconds,
-            every_seconds=ours.retention_sweep_seconds,
-        )))
+        runtime.tasks.append(
+            asyncio.create_task(
+                retention.run(
+                    runtime.store,
+                    lambda: runtime.kube.list_key_uids(ours.namespaces),
+                    namespaces=ours.namespaces,
+                    retention_days=ours.retention_days,
+                    orphan_min_age=ours.orphan_min_age_seconds,
+                    every_seconds=ours.retention_sweep_seconds,
+                )
+            )
+        )
         memo.runtime = runtime
 
     @kopf.on.probe(id="scheduled", registry=registry)

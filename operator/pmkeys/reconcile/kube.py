@@ -58,9 +58,7 @@ class KubeApi:
     async def get_key_object(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return await self._call(
-                lambda: self.custom.get_namespaced_custom_object(
-                    v.GROUP, v.VERSION, namespace, v.PLURAL, name
-                )
+                lambda: self.custom.get_namespaced_custom_object(v.GROUP, v.VERSION, namespace, v.PLURAL, name)
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -124,24 +122,18 @@ class KubeApi:
         """Delete a Secret; with ``uid``, only that exact object (a precondition)."""
         options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
         try:
-            await self._call(
-                lambda: self.core.delete_namespaced_secret(name, namespace, body=options)
-            )
+            await self._call(lambda: self.core.delete_namespaced_secret(name, namespace, body=options))
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
 
     # -- Events --------------------------------------------------------------------------
-    async def post_event(
-        self, obj: dict[str, Any], *, reason: str, message: str, warning: bool = False
-    ) -> None:
+    async def post_event(self, obj: dict[str, Any], *, reason: str, message: str, warning: bool = False) -> None:
         """Record an audit Event on a TenantApiKey. Failing to post never fails a reconcile."""
         meta = obj["metadata"]
         now = dt.datetime.now(dt.UTC)
         event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(
-                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
-            ),
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
             involved_object=client.V1ObjectReference(
                 api_version=v.API_VERSION,
                 kind=v.KIND,
@@ -168,15 +160,11 @@ class KubeApi:
 
     # -- workloads -----------------------------------------------------------------------
     async def restart_workload(self, namespace: str, kind: str, name: str, when: str) -> None:
-        patch = {
-            "spec": {"template": {"metadata": {"annotations": {v.RESTARTED_AT_ANNOTATION: when}}}}
-        }
+        patch = {"spec": {"template": {"metadata": {"annotations": {v.RESTARTED_AT_ANNOTATION: when}}}}}
         if kind == "Deployment":
             await self._call(lambda: self.apps.patch_namespaced_deployment(name, namespace, patch))
         else:
-            await self._call(
-                lambda: self.apps.patch_namespaced_stateful_set(name, namespace, patch)
-            )
+            await self._call(lambda: self.apps.patch_namespaced_stateful_set(name, namespace, patch))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -60,9 +60,7 @@ class Ledger:
 
     async def flush(self) -> None:
         if self._dirty:
-            self._version = await self._store.put_owner(
-                self._uid, self.index, version=self._version
-            )
+            self._version = await self._store.put_owner(self._uid, self.index, version=self._version)
             self._dirty = False
 
 

@@ -144,9 +144,7 @@ class Reconciler:
             await self._revoke_all(obj, ledger, reason="TenantApiKey deleted")
             secret = await self.kube.read_secret(obj.namespace, obj.secret_name)
             if secret is not None and secrets.owned_by(secret, obj.uid):
-                await self.kube.delete_secret(
-                    obj.namespace, obj.secret_name, uid=secret.metadata.uid
-                )
+                await self.kube.delete_secret(obj.namespace, obj.secret_name, uid=secret.metadata.uid)
             self._failures.pop(obj.uid, None)
             self.written_secrets.pop(obj.uid, None)
             metrics.phase_changed(self._phases.pop(obj.uid, None), None)
@@ -163,9 +161,7 @@ class Reconciler:
             raise _foreign_secret(obj)
         now = self.clock()
         if obj.spec.revoked:
-            await self._end(
-                obj, ledger, secret, Phase.REVOKED, Reason.KEY_REVOKED, "revoked by spec"
-            )
+            await self._end(obj, ledger, secret, Phase.REVOKED, Reason.KEY_REVOKED, "revoked by spec")
             return None
         expires_at = obj.spec.expires_at
         if expires_at is not None and now >= expires_at:
@@ -179,9 +175,7 @@ class Reconciler:
             current = await self._issue(obj, ledger, secret, intent=intent, supersedes=superseded)
         elif self._rotation_due(obj, current, now):
             grace = int(parse_duration(obj.spec.rotation.grace_period).total_seconds())
-            current = await self._issue(
-                obj, ledger, secret, intent="rotate", supersedes=current.key_id, grace=grace
-            )
+            current = await self._issue(obj, ledger, secret, intent="rotate", supersedes=current.key_id, grace=grace)
         current = await self._settle(obj, ledger, current)
         await ledger.flush()
         await self._publish_active(obj, ledger, current)
@@ -202,9 +196,7 @@ class Reconciler:
                 f"tenant {tenant!r}; keys are only issued for the namespace's own tenant",
             )
 
-    async def _find_current(
-        self, obj: KeyObject, ledger: Ledger, secret: client.V1Secret | None
-    ) -> Current | None:
+    async def _find_current(self, obj: KeyObject, ledger: Ledger, secret: client.V1Secret | None) -> Current | None:
         """The Secret's key if it is a live key of this object (restoring its record if a
         crash came between the Secret and the record); None if a new key is needed."""
         if secret is None:
@@ -244,9 +236,7 @@ class Reconciler:
             entry = ledger.update(key_id, state=EntryState.ACTIVE)
         return Current(key_id, entry, record, version)
 
-    async def _restore_record(
-        self, obj: KeyObject, key_id: str, entry: OwnerEntry, key: material.ApiKey
-    ) -> KeyRecord:
+    async def _restore_record(self, obj: KeyObject, key_id: str, entry: OwnerEntry, key: material.ApiKey) -> KeyRecord:
         hashed = await self.hasher.hash(key.value)
         record = self._new_record(
             obj, key_id, entry, hashed, pepper_version=(await self.store.current_pepper()).version
@@ -360,23 +350,15 @@ class Reconciler:
                 await self._event(obj, Reason.KEY_REVOKED, f"revoked stray key {key_id}")
             elif entry.state is EntryState.RETIRING and entry.not_after and entry.not_after <= now:
                 await self._revoke(ledger, key_id, reason="grace period ended")
-                await self._event(
-                    obj, Reason.GRACE_EXPIRED, f"grace period of key {key_id} ended; it is revoked"
-                )
+                await self._event(obj, Reason.GRACE_EXPIRED, f"grace period of key {key_id} ended; it is revoked")
         current = await self._sync_record(obj, ledger, current)
         await self._restart_targets(obj, ledger, current, now)
         return current
 
-    async def _finish_supersede(
-        self, obj: KeyObject, ledger: Ledger, current: Current, now: dt.datetime
-    ) -> None:
+    async def _finish_supersede(self, obj: KeyObject, ledger: Ledger, current: Current, now: dt.datetime) -> None:
         old_id = current.entry.supersedes
         old = ledger.entries.get(old_id) if old_id else None
-        if (
-            old_id is None
-            or old is None
-            or old.state not in (EntryState.ACTIVE, EntryState.PENDING)
-        ):
+        if old_id is None or old is None or old.state not in (EntryState.ACTIVE, EntryState.PENDING):
             return
         deadline = current.entry.issued_at + dt.timedelta(seconds=current.entry.grace_seconds)
         if obj.spec.expires_at is not None:
@@ -392,9 +374,7 @@ class Reconciler:
         if current.entry.intent == "rotate":
             await self._event(obj, Reason.KEY_ROTATED, message)
         else:
-            await self._event(
-                obj, Reason.SECRET_REPAIRED, f"Secret was lost or altered: {message}", warning=True
-            )
+            await self._event(obj, Reason.SECRET_REPAIRED, f"Secret was lost or altered: {message}", warning=True)
 
     async def _retire(self, ledger: Ledger, key_id: str, deadline: dt.datetime) -> None:
         entry = ledger.entries[key_id]
@@ -424,9 +404,7 @@ class Reconciler:
 
     async def _revoke_all(self, obj: KeyObject, ledger: Ledger, *, reason: str) -> list[str]:
         revoked = []
-        for key_id, _entry in ledger.in_state(
-            EntryState.PENDING, EntryState.ACTIVE, EntryState.RETIRING
-        ):
+        for key_id, _entry in ledger.in_state(EntryState.PENDING, EntryState.ACTIVE, EntryState.RETIRING):
             await self._revoke(ledger, key_id, reason=reason)
             revoked.append(key_id)
         await ledger.flush()
@@ -444,15 +422,11 @@ class Reconciler:
         if all(getattr(record, k) == val for k, val in wanted.items()):
             return current
         updated = record.model_copy(update=wanted)
-        await self.store.update_record(
-            ledger.entries[current.key_id].digest, updated, version=current.version
-        )
+        await self.store.update_record(ledger.entries[current.key_id].digest, updated, version=current.version)
         for key_id, entry in ledger.in_state(EntryState.RETIRING):
             await self._sync_retiring(obj, entry, key_id)
         changes = ", ".join(k for k, val in wanted.items() if getattr(record, k) != val)
-        await self._event(
-            obj, Reason.KEY_UPDATED, f"key {current.key_id} updated in place: {changes}"
-        )
+        await self._event(obj, Reason.KEY_UPDATED, f"key {current.key_id} updated in place: {changes}")
         return Current(current.key_id, current.entry, updated, current.version + 1)
 
     async def _sync_retiring(self, obj: KeyObject, entry: OwnerEntry, key_id: str) -> None:
@@ -474,9 +448,7 @@ class Reconciler:
         if updated != record:
             await self.store.update_record(entry.digest, updated, version=version)
 
-    async def _restart_targets(
-        self, obj: KeyObject, ledger: Ledger, current: Current, now: dt.datetime
-    ) -> None:
+    async def _restart_targets(self, obj: KeyObject, ledger: Ledger, current: Current, now: dt.datetime) -> None:
         targets = obj.spec.rotation.restart_targets
         if current.entry.intent == "issue" or current.entry.restarted or not targets:
             return
@@ -548,9 +520,7 @@ class Reconciler:
             generation=obj.generation,
             message=f"key {current.key_id} is active",
             conditions=[
-                CondSpec(
-                    ConditionType.READY, True, Reason.ACTIVE, f"key {current.key_id} is active"
-                ),
+                CondSpec(ConditionType.READY, True, Reason.ACTIVE, f"key {current.key_id} is active"),
                 CondSpec(
                     ConditionType.IN_GRACE,
                     bool(previous),
@@ -564,9 +534,7 @@ class Reconciler:
         await self._patch_status(obj, facts)
         crashpoints.reach("after-status")
 
-    def _key_fields(
-        self, obj: KeyObject, ledger: Ledger, current: Current | None
-    ) -> dict[str, object]:
+    def _key_fields(self, obj: KeyObject, ledger: Ledger, current: Current | None) -> dict[str, object]:
         previous = [
             {"keyId": k, "displayPrefix": e.display_prefix, "notAfter": iso(e.not_after)}
             for k, e in ledger.in_state(EntryState.RETIRING)
@@ -584,9 +552,7 @@ class Reconciler:
         if current is None:
             fields["nextRotationAt"] = None
             return fields
-        first_issue = min(
-            (e.issued_at for e in ledger.entries.values()), default=current.entry.issued_at
-        )
+        first_issue = min((e.issued_at for e in ledger.entries.values()), default=current.entry.issued_at)
         rotated = current.entry.issued_at if current.entry.intent != "issue" else None
         fields.update(
             {
@@ -611,9 +577,7 @@ class Reconciler:
             self._phases[obj.uid] = patch["phase"]
             metrics.phase_changed(previous_phase, patch["phase"])
 
-    async def _event(
-        self, obj: KeyObject, reason: str, message: str, *, warning: bool = False
-    ) -> None:
+    async def _event(self, obj: KeyObject, reason: str, message: str, *, warning: bool = False) -> None:
         logger.info("%s: %s: %s", obj.ref, reason, message)
         await self.kube.post_event(obj.body, reason=str(reason), message=message, warning=warning)
 
@@ -695,7 +659,5 @@ def _comparable(data: dict[str, object]) -> dict[str, object]:
     out = dict(data)
     conditions = out.get("conditions")
     if isinstance(conditions, list):
-        out["conditions"] = [
-            {k: val for k, val in c.items() if k != "lastTransitionTime"} for c in conditions
-        ]
+        out["conditions"] = [{k: val for k, val in c.items() if k != "lastTransitionTime"} for c in conditions]
     return out

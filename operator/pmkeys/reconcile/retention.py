@@ -81,8 +81,12 @@ async def run(
             now = dt.datetime.now(dt.UTC)
             uids = None if globbed else await live_uids()
             destroyed, revoked = await sweep_once(
-                store, retention=retention, live_uids=uids, namespaces=owned,
-                orphan_min_age=dt.timedelta(seconds=orphan_min_age), now=now,
+                store,
+                retention=retention,
+                live_uids=uids,
+                namespaces=owned,
+                orphan_min_age=dt.timedelta(seconds=orphan_min_age),
+                now=now,
             )
         except Exception as exc:
             level = logging.WARNING if isinstance(exc, VaultError) else logging.ERROR

@@ -21,9 +21,7 @@ def owned_by(secret: client.V1Secret, uid: str) -> bool:
     return any(ref.uid == uid for ref in secret.metadata.owner_references or [])
 
 
-def build(
-    obj: KeyObject, key: ApiKey, key_id: str, *, resource_version: str | None
-) -> client.V1Secret:
+def build(obj: KeyObject, key: ApiKey, key_id: str, *, resource_version: str | None) -> client.V1Secret:
     template = obj.spec.secret
     labels = {**template.labels, v.MANAGED_BY_LABEL: v.MANAGED_BY_VALUE}
     annotations = {

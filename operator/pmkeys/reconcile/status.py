@@ -69,9 +69,7 @@ def render(previous: TenantApiKeyStatus, facts: StatusFacts, *, now: dt.datetime
         "phase": str(facts.phase),
         "message": facts.message,
         "observedGeneration": facts.generation,
-        "conditions": merge_conditions(
-            previous.conditions, facts.conditions, generation=facts.generation, now=now
-        ),
+        "conditions": merge_conditions(previous.conditions, facts.conditions, generation=facts.generation, now=now),
     }
     patch.update(facts.fields)
     return patch

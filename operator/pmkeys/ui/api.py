@@ -45,7 +45,6 @@ PREFIX = "/api/v1"
 OPENAPI_URL = f"{PREFIX}/openapi.json"
 
 
-
 Responses = dict[int | str, dict[str, Any]]
 
 
@@ -62,8 +61,7 @@ ERRORS: Responses = {
 NOT_FOUND: Responses = {404: _error("No such key in this namespace.")}
 CONFLICT: Responses = {409: _error("The key's state does not allow this (already revealed, revoked, not issued).")}
 
-router = APIRouter(prefix=PREFIX, tags=["keys"], responses=ERRORS,
-                   generate_unique_id_function=lambda route: route.name)
+router = APIRouter(prefix=PREFIX, tags=["keys"], responses=ERRORS, generate_unique_id_function=lambda route: route.name)
 Ui = Annotated[UiContext, Depends(context)]
 CallerDep = Annotated[Caller, Depends(api_caller)]
 ClientDep = Annotated[client.ApiClient, Depends(user_client)]
@@ -110,8 +108,12 @@ def list_keys(
     return KeyList(items=[k for k in keys if matches(k, name=name, phase=phase)])
 
 
-@router.post("/namespaces/{namespace}/keys", response_model=KeyView, status_code=status.HTTP_201_CREATED,
-             responses={409: _error("A key with this name already exists.")})
+@router.post(
+    "/namespaces/{namespace}/keys",
+    response_model=KeyView,
+    status_code=status.HTTP_201_CREATED,
+    responses={409: _error("A key with this name already exists.")},
+)
 def create_key(namespace: Namespace, body: KeyCreate, caller: CallerDep, api: ClientDep, ui: Ui) -> KeyView:
     """Create a key. The operator issues it within seconds: poll the key until `phase` is Active,
     then POST `reveal` once to read it."""
@@ -132,8 +134,12 @@ def key_events(namespace: Namespace, name: KeyName, caller: CallerDep, api: Clie
     return EventList(items=keys.events(name, uid=current.uid))
 
 
-@router.post("/namespaces/{namespace}/keys/{name}/regenerate", response_model=RegenerateResult,
-             status_code=status.HTTP_202_ACCEPTED, responses={**NOT_FOUND, **CONFLICT})
+@router.post(
+    "/namespaces/{namespace}/keys/{name}/regenerate",
+    response_model=RegenerateResult,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**NOT_FOUND, **CONFLICT},
+)
 def regenerate_key(
     namespace: Namespace, name: KeyName, body: Regenerate, caller: CallerDep, api: ClientDep, ui: Ui
 ) -> RegenerateResult:
@@ -142,18 +148,18 @@ def regenerate_key(
     return tenant_keys(caller, api, ui, namespace).regenerate(name, body.grace_period)
 
 
-@router.post("/namespaces/{namespace}/keys/{name}/revoke", response_model=KeyView,
-             responses={**NOT_FOUND, **CONFLICT})
-def revoke_key(namespace: Namespace, name: KeyName, body: Revoke, caller: CallerDep, api: ClientDep,
-               ui: Ui) -> KeyView:
+@router.post("/namespaces/{namespace}/keys/{name}/revoke", response_model=KeyView, responses={**NOT_FOUND, **CONFLICT})
+def revoke_key(namespace: Namespace, name: KeyName, body: Revoke, caller: CallerDep, api: ClientDep, ui: Ui) -> KeyView:
     """Revoke the key for good (`confirm` must repeat its name). Revoking twice is harmless."""
     return tenant_keys(caller, api, ui, namespace).revoke(name, body.confirm)
 
 
-@router.post("/namespaces/{namespace}/keys/{name}/reveal", response_model=RevealedKey,
-             responses={**NOT_FOUND, **CONFLICT})
-def reveal_key(namespace: Namespace, name: KeyName, response: Response, caller: CallerDep, api: ClientDep,
-               ui: Ui) -> RevealedKey:
+@router.post(
+    "/namespaces/{namespace}/keys/{name}/reveal", response_model=RevealedKey, responses={**NOT_FOUND, **CONFLICT}
+)
+def reveal_key(
+    namespace: Namespace, name: KeyName, response: Response, caller: CallerDep, api: ClientDep, ui: Ui
+) -> RevealedKey:
     """The plaintext key, exactly once per issued key: later calls answer 409 `already_revealed`."""
     response.headers["Cache-Control"] = "no-store"
     return tenant_keys(caller, api, ui, namespace).reveal(name)

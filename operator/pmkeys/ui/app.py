@@ -105,8 +105,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 400:  # a body FastAPI could not even parse (not JSON, not UTF-8)
-            unreadable = UiError(422, "invalid", "the request body is not valid JSON",
-                                 [FieldError("body", "not valid JSON (UTF-8)")])
+            unreadable = UiError(
+                422, "invalid", "the request body is not valid JSON", [FieldError("body", "not valid JSON (UTF-8)")]
+            )
             return _error_response(request, unreadable)
         codes = {404: "not_found", 405: "method_not_allowed"}
         message = "there is no such page" if exc.status_code == 404 else str(exc.detail)
@@ -157,5 +158,11 @@ def create_app(settings: UiSettings, *, kube: client.ApiClient | None = None) ->
 def run(settings: UiSettings) -> None:
     app = create_app(settings)
     logger.info("pmkeys UI on http://%s:%s (OpenAPI at %s)", settings.bind, settings.port, api.OPENAPI_URL)
-    uvicorn.run(app, host=settings.bind, port=settings.port, log_level=settings.log_level.lower(),
-                proxy_headers=True, server_header=False)
+    uvicorn.run(
+        app,
+        host=settings.bind,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+        server_header=False,
+    )

@@ -27,10 +27,18 @@ from pmkeys.ui.keys import TenantKeys
 from pmkeys.ui.schemas import KEY_NAME_PATTERN, NAMESPACE_PATTERN
 from pmkeys.ui.sessions import CSRF_HEADER, Session, same_token
 
-Namespace = Annotated[str, Path(min_length=1, max_length=63, pattern=NAMESPACE_PATTERN,
-                                description="A tenant namespace (labelled penguinmails.io/tenant).")]
-KeyName = Annotated[str, Path(min_length=1, max_length=253, pattern=KEY_NAME_PATTERN,
-                              description="The TenantApiKey's name.")]
+Namespace = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=63,
+        pattern=NAMESPACE_PATTERN,
+        description="A tenant namespace (labelled penguinmails.io/tenant).",
+    ),
+]
+KeyName = Annotated[
+    str, Path(min_length=1, max_length=253, pattern=KEY_NAME_PATTERN, description="The TenantApiKey's name.")
+]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 bearer = HTTPBearer(auto_error=False, description="A token the cluster accepts (e.g. `kubectl create token`).")
 

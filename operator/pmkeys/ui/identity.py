@@ -179,8 +179,9 @@ class Authorizer:
                 label_selector=v.TENANT_LABEL, field_selector=selector, _request_timeout=REQUEST_TIMEOUT
             )
         except ApiException as exc:
-            logger.error("listing namespaces failed with HTTP %s; does the UI's ServiceAccount have its RBAC?",
-                         exc.status)
+            logger.error(
+                "listing namespaces failed with HTTP %s; does the UI's ServiceAccount have its RBAC?", exc.status
+            )
             raise UiError(502, "kubernetes_unavailable", "the UI could not list tenant namespaces") from None
         except HTTPError:
             raise unavailable("listing tenant namespaces") from None
@@ -209,8 +210,9 @@ class Authorizer:
                 client.V1SubjectAccessReview(spec=spec), _request_timeout=REQUEST_TIMEOUT
             )
         except ApiException as exc:
-            logger.error("SubjectAccessReview failed with HTTP %s; does the UI's ServiceAccount have its RBAC?",
-                         exc.status)
+            logger.error(
+                "SubjectAccessReview failed with HTTP %s; does the UI's ServiceAccount have its RBAC?", exc.status
+            )
             raise UiError(502, "kubernetes_unavailable", "the cluster could not check permissions") from None
         except HTTPError:
             raise unavailable("checking permissions") from None

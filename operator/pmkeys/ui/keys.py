@@ -138,22 +138,29 @@ class TenantKeys:
     def _check_regenerable(self, view: KeyView) -> str:
         """The current key id, or a 409 saying why this key cannot be regenerated now."""
         if view.revoked or view.phase == Phase.REVOKED:
-            raise UiError(409, "revoked", f"{self._what(view.name)} is revoked; revocation is final, "
-                                          "create a new key instead")
+            raise UiError(
+                409, "revoked", f"{self._what(view.name)} is revoked; revocation is final, create a new key instead"
+            )
         if view.phase == Phase.EXPIRED:
-            raise UiError(409, "expired", f"{self._what(view.name)} has expired; move expiresAt later or "
-                                          "create a new key")
+            raise UiError(
+                409, "expired", f"{self._what(view.name)} has expired; move expiresAt later or create a new key"
+            )
         if not view.key_id:
             raise UiError(409, "not_issued", f"{self._what(view.name)} has not been issued yet")
         if view.rotation.counter > view.rotation.observed_counter:
-            raise UiError(409, "rotation_pending", f"{self._what(view.name)} is already being regenerated; "
-                                                   "wait for the new key")
+            raise UiError(
+                409, "rotation_pending", f"{self._what(view.name)} is already being regenerated; wait for the new key"
+            )
         return view.key_id
 
     def revoke(self, name: str, confirm: str) -> KeyView:
         if confirm != name:
-            raise UiError(422, "invalid", "type the key's name to confirm the revocation",
-                          [FieldError("confirm", f'type "{name}" exactly to confirm')])
+            raise UiError(
+                422,
+                "invalid",
+                "type the key's name to confirm the revocation",
+                [FieldError("confirm", f'type "{name}" exactly to confirm')],
+            )
         current = self.get(name)
         if current.revoked:
             return current
@@ -165,8 +172,9 @@ class TenantKeys:
         """The plaintext key, once; 409 when it was shown before or is not there yet."""
         view = self.get(name)
         if view.revoked or view.phase in (Phase.REVOKED, Phase.EXPIRED):
-            raise UiError(409, "revoked", f"{self._what(name)} no longer works ({view.phase}); there is "
-                                          "nothing to show")
+            raise UiError(
+                409, "revoked", f"{self._what(name)} no longer works ({view.phase}); there is nothing to show"
+            )
         if not issued(view):
             raise UiError(409, "not_issued", f"{self._what(name)} has not been issued yet; try again in a moment")
         assert view.secret_name is not None
@@ -174,10 +182,14 @@ class TenantKeys:
         try:
             revealed = _call(lambda: reveal_once(self._core, self.namespace, secret), what=f"the Secret of {name}")
         except AlreadyRevealed:
-            raise UiError(409, "already_revealed", f"{self._what(name)} was already shown once and is never shown "
-                                                   "again; regenerate it to get a new key") from None
+            raise UiError(
+                409,
+                "already_revealed",
+                f"{self._what(name)} was already shown once and is never shown again; regenerate it to get a new key",
+            ) from None
         except NotIssuedYet:
             raise UiError(409, "not_issued", f"{self._what(name)} has not been issued yet") from None
         logger.info("%s revealed %s (key id %s)", self.user.username, self._what(name), revealed.key_id)
-        return RevealedKey(key_id=revealed.key_id or view.key_id or "", api_key=revealed.plaintext,
-                           environment=view.environment)
+        return RevealedKey(
+            key_id=revealed.key_id or view.key_id or "", api_key=revealed.plaintext, environment=view.environment
+        )

@@ -51,12 +51,22 @@ SCOPE_LABELS: dict[str, tuple[str, str]] = {
 }
 #: The create form's labels, for the error summary at the top of the form.
 FIELD_LABELS: dict[str, str] = {
-    "name": "Name", "displayName": "Display name", "environment": "Environment", "scopes": "Scopes",
-    "tier": "Tier", "rateLimit": "Custom limit", "expiresAt": "Expires on", "rotationInterval": "Automatic rotation",
+    "name": "Name",
+    "displayName": "Display name",
+    "environment": "Environment",
+    "scopes": "Scopes",
+    "tier": "Tier",
+    "rateLimit": "Custom limit",
+    "expiresAt": "Expires on",
+    "rotationInterval": "Automatic rotation",
 }
 PHASE_STYLES: dict[str, str] = {
-    Phase.ACTIVE: "ok", Phase.ROTATING: "info", Phase.PENDING: "pending",
-    Phase.REVOKED: "muted", Phase.EXPIRED: "muted", Phase.FAILED: "bad",
+    Phase.ACTIVE: "ok",
+    Phase.ROTATING: "info",
+    Phase.PENDING: "pending",
+    Phase.REVOKED: "muted",
+    Phase.EXPIRED: "muted",
+    Phase.FAILED: "bad",
 }
 
 router = APIRouter(include_in_schema=False)
@@ -69,7 +79,7 @@ def _plural(n: int, unit: str) -> str:
 
 
 def relative(when: dt.datetime | None, *, now: dt.datetime | None = None) -> str:
-    """"3 minutes ago", "in 89 days", "just now"; an em dash for no time."""
+    """ "3 minutes ago", "in 89 days", "just now"; an em dash for no time."""
     if when is None:
         return "—"
     now = now or dt.datetime.now(dt.UTC)
@@ -82,8 +92,11 @@ def relative(when: dt.datetime | None, *, now: dt.datetime | None = None) -> str
             amount = _plural(max(1, round(size / length)), unit)
             break
     else:
-        amount = _plural(round(size / (86400 * 30)), "month") if size < 86400 * 730 else \
-            _plural(round(size / (86400 * 365)), "year")
+        amount = (
+            _plural(round(size / (86400 * 30)), "month")
+            if size < 86400 * 730
+            else _plural(round(size / (86400 * 365)), "year")
+        )
     return f"in {amount}" if seconds > 0 else f"{amount} ago"
 
 
@@ -166,8 +179,9 @@ def signin(
 ) -> Response:
     def again(error: str, status_code: int) -> Response:
         nonce = new_token()
-        response = render(request, "signin.html", status_code, nonce=nonce, next=_local_path(next), error=error,
-                          reason="")
+        response = render(
+            request, "signin.html", status_code, nonce=nonce, next=_local_path(next), error=error, reason=""
+        )
         response.set_cookie(SIGNIN_COOKIE, nonce, max_age=1800, **_cookie_options(ui))
         return response
 
@@ -231,12 +245,27 @@ def key_list(
     with ui.client_for(session.token) as api:
         keys = TenantKeys(api, access, session.user).all()
     shown = {k.name for k in keys if matches(k, name=q, phase=phase)}
-    return render(request, "list.html", keys=keys, shown=shown, q=q, status=phase.value if phase else "",
-                  **_common(ui, session, access))
+    return render(
+        request,
+        "list.html",
+        keys=keys,
+        shown=shown,
+        q=q,
+        status=phase.value if phase else "",
+        **_common(ui, session, access),
+    )
 
 
-def _create_page(request: Request, ui: Ui, session: Session, access: Access, *, form: dict[str, Any],
-                 error: UiError | None = None, status_code: int = 200) -> Response:
+def _create_page(
+    request: Request,
+    ui: Ui,
+    session: Session,
+    access: Access,
+    *,
+    form: dict[str, Any],
+    error: UiError | None = None,
+    status_code: int = 200,
+) -> Response:
     return render(request, "create.html", status_code, form=form, error=error, **_common(ui, session, access))
 
 
@@ -266,12 +295,20 @@ def create(
     check_csrf(request, session, csrf_token)
     access = _access(ui, session, namespace)
     form: dict[str, Any] = {
-        "name": name.strip(), "displayName": display_name.strip(), "environment": environment,
-        "scopes": scopes or [], "tier": tier, "rateLimit": rate_limit.strip(), "expiresAt": expires_at.strip(),
+        "name": name.strip(),
+        "displayName": display_name.strip(),
+        "environment": environment,
+        "scopes": scopes or [],
+        "tier": tier,
+        "rateLimit": rate_limit.strip(),
+        "expiresAt": expires_at.strip(),
         "rotationInterval": rotation_interval.strip() or "0",
     }
-    payload = {**form, "rateLimit": form["rateLimit"] or None,
-               "expiresAt": f"{form['expiresAt']}T23:59:59Z" if form["expiresAt"] else None}
+    payload = {
+        **form,
+        "rateLimit": form["rateLimit"] or None,
+        "expiresAt": f"{form['expiresAt']}T23:59:59Z" if form["expiresAt"] else None,
+    }
     try:
         request_model = KeyCreate.model_validate(payload)
     except ValidationError as exc:
@@ -289,7 +326,11 @@ def create(
 
 @router.get("/ns/{namespace}/keys/{name}")
 def key_detail(
-    request: Request, ui: Ui, session: SessionDep, namespace: Namespace, name: KeyName,
+    request: Request,
+    ui: Ui,
+    session: SessionDep,
+    namespace: Namespace,
+    name: KeyName,
     issued: Annotated[str, Query(max_length=16)] = "",
 ) -> Response:
     access = _access(ui, session, namespace)
@@ -302,5 +343,6 @@ def key_detail(
             if err.status != 403:
                 raise
             events = None  # RBAC allows the key but not its Events: show the rest of the page
-    return render(request, "detail.html", key=key, events=events, awaiting=issued == "new",
-                  **_common(ui, session, access))
+    return render(
+        request, "detail.html", key=key, events=events, awaiting=issued == "new", **_common(ui, session, access)
+    )

@@ -27,8 +27,11 @@ UI_RULES: list[Rule] = [
 ]
 
 TENANT_ADMIN_RULES: list[Rule] = [
-    {"apiGroups": [v.GROUP], "resources": [v.PLURAL],
-     "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
+    {
+        "apiGroups": [v.GROUP],
+        "resources": [v.PLURAL],
+        "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
+    },
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
 ]

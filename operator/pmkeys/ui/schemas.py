@@ -22,8 +22,13 @@ from pmkeys.api.vocabulary import TIER_RATE_LIMITS, Environment, Phase, Scope, T
 GRACE_CHOICES: dict[str, str] = {"0": "Immediately", "1h": "1 hour", "24h": "24 hours", "7d": "7 days"}
 GracePeriod = Literal["0", "1h", "24h", "7d"]
 #: Scheduled rotation intervals the create form offers (the API accepts any CRD duration).
-ROTATION_CHOICES: dict[str, str] = {"0": "Never", "30d": "Every 30 days", "90d": "Every 90 days",
-                                    "180d": "Every 180 days", "365d": "Every year"}
+ROTATION_CHOICES: dict[str, str] = {
+    "0": "Never",
+    "30d": "Every 30 days",
+    "90d": "Every 90 days",
+    "180d": "Every 180 days",
+    "365d": "Every year",
+}
 KEY_NAME_PATTERN = DNS_SUBDOMAIN
 NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 #: What to say instead of "String should match pattern '^…$'", per field.
@@ -55,19 +60,31 @@ def _tier_ceiling(tier: Tier, limit: int) -> dict[str, Any]:
 class KeyCreate(_Request):
     """A new key. Only ``name`` and ``scopes`` are required."""
 
-    name: str = Field(min_length=1, max_length=253, pattern=KEY_NAME_PATTERN,
-                      description="Name of the TenantApiKey (and of its Secret): lowercase letters, digits, '-', '.'.")
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=KEY_NAME_PATTERN,
+        description="Name of the TenantApiKey (and of its Secret): lowercase letters, digits, '-', '.'.",
+    )
     display_name: str = Field(default="", max_length=128, description="Human-readable name.")
     environment: Environment = Field(default=Environment.LIVE, description="live (pm_live_…) or test (pm_test_…).")
-    scopes: list[Scope] = Field(min_length=1, max_length=len(Scope), description="What the key may do.",
-                                json_schema_extra={"uniqueItems": True})
+    scopes: list[Scope] = Field(
+        min_length=1, max_length=len(Scope), description="What the key may do.", json_schema_extra={"uniqueItems": True}
+    )
     tier: Tier = Field(default=Tier.STARTER, description="Rate-limit tier.")
-    rate_limit: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT,
-                                   description="Requests per minute below the tier's ceiling; unset = the ceiling.")
+    rate_limit: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_RATE_LIMIT,
+        description="Requests per minute below the tier's ceiling; unset = the ceiling.",
+    )
     expires_at: dt.datetime | None = Field(default=None, description="RFC 3339 time after which the key stops working.")
-    rotation_interval: str = Field(default="0", max_length=32, pattern=DURATION_PATTERN,
-                                   description="Scheduled rotation: <number><unit> with units d, h, m, s "
-                                               "(e.g. 90d, 720h); 0 = never.")
+    rotation_interval: str = Field(
+        default="0",
+        max_length=32,
+        pattern=DURATION_PATTERN,
+        description="Scheduled rotation: <number><unit> with units d, h, m, s (e.g. 90d, 720h); 0 = never.",
+    )
 
     model_config = ConfigDict(json_schema_extra={"allOf": [_tier_ceiling(t, n) for t, n in TIER_RATE_LIMITS.items()]})
 

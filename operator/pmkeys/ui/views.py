@@ -111,18 +111,22 @@ def key_view(obj: dict[str, Any]) -> KeyView:
         last_rotated_at=status.last_rotated_at,
         next_rotation_at=status.next_rotation_at,
         expires_at=status.expires_at or (spec.expires_at if spec else None),
-        usage=UsageView(requests=status.usage.requests, errors=status.usage.errors,
-                        last_used_at=status.usage.last_used_at),
+        usage=UsageView(
+            requests=status.usage.requests, errors=status.usage.errors, last_used_at=status.usage.last_used_at
+        ),
         rotation=RotationView(
             interval=rotation.interval if rotation else "0",
             grace_period=rotation.grace_period if rotation else "24h",
             counter=rotation.counter if rotation else 0,
             observed_counter=status.rotation.observed_counter,
         ),
-        previous_keys=[PreviousKeyView(key_id=p.key_id, display_prefix=p.display_prefix, not_after=p.not_after)
-                       for p in status.previous_keys],
-        conditions=[ConditionView(type=c.type, status=c.status, reason=c.reason, message=c.message)
-                    for c in status.conditions],
+        previous_keys=[
+            PreviousKeyView(key_id=p.key_id, display_prefix=p.display_prefix, not_after=p.not_after)
+            for p in status.previous_keys
+        ],
+        conditions=[
+            ConditionView(type=c.type, status=c.status, reason=c.reason, message=c.message) for c in status.conditions
+        ],
         generation=int(meta.get("generation") or 0),
         observed_generation=status.observed_generation,
     )

@@ -102,10 +102,7 @@ class KeyStore:
                 stored = await self._read(self.pepper_path)
                 assert stored is not None
         versions = stored.value["versions"]
-        return [
-            Pepper(int(v), base64.b64decode(versions[v]))
-            for v in sorted(versions, key=int, reverse=True)
-        ]
+        return [Pepper(int(v), base64.b64decode(versions[v])) for v in sorted(versions, key=int, reverse=True)]
 
     # -- records -------------------------------------------------------------------------
     async def get_record(self, digest: str) -> tuple[KeyRecord, int] | None:
@@ -131,9 +128,7 @@ class KeyStore:
 
         def listing(client: hvac.Client) -> list[str]:
             try:
-                response = client.secrets.kv.v2.list_secrets(
-                    path=f"{self.prefix}/keys", mount_point=self.mount
-                )
+                response = client.secrets.kv.v2.list_secrets(path=f"{self.prefix}/keys", mount_point=self.mount)
             except hvac.exceptions.InvalidPath:
                 return []
             return list(response["data"]["keys"])
@@ -144,9 +139,7 @@ class KeyStore:
         """Delete a record and all its versions (retention of long-revoked records only)."""
 
         def destroy(client: hvac.Client) -> None:
-            client.secrets.kv.v2.delete_metadata_and_all_versions(
-                path=self.record_path(digest), mount_point=self.mount
-            )
+            client.secrets.kv.v2.delete_metadata_and_all_versions(path=self.record_path(digest), mount_point=self.mount)
 
         await self.session.call(destroy)
 

@@ -28,8 +28,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-
-
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

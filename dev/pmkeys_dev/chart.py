@@ -5,7 +5,7 @@ the permissions an installation grants.
 ServiceAccounts, ClusterRoles, Roles and their bindings (server-side apply, idempotent), which is
 what the local environment lacks: it runs the components as processes, not as the chart's
 Deployments. With the default release name ``pmkeys`` and namespace ``pmkeys-system`` the
-ServiceAccounts are the ones :mod:`pmkeys.devenv.bootstrap` created and bound to OpenBao roles,
+ServiceAccounts are the ones :mod:`pmkeys_dev.bootstrap` created and bound to OpenBao roles,
 so a token of ``pmkeys-operator`` then carries the chart's permissions in both places.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from pmkeys.devenv import binaries
-from pmkeys.devenv.bootstrap import SYSTEM_NAMESPACE
+from pmkeys_dev import binaries
+from pmkeys_dev.bootstrap import SYSTEM_NAMESPACE
 
 CHART = binaries.REPO_ROOT / "charts" / "pmkeys"
 #: The Kubernetes version ``helm template`` assumes (the chart requires >= 1.28).
@@ -55,8 +55,14 @@ def render(
 ) -> list[dict[str, Any]]:
     """The chart's manifests as ``helm template`` renders them (CRDs not included)."""
     argv = [
-        str(binaries.built("helm")), "template", release, str(CHART),
-        "--namespace", namespace, "--kube-version", KUBE_VERSION,
+        str(binaries.built("helm")),
+        "template",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--kube-version",
+        KUBE_VERSION,
         *[arg for f in values_files for arg in ("--values", str(f))],
         *set_flags(values),
         *extra_args,
@@ -87,8 +93,16 @@ def apply_rbac(
     docs = rbac_documents(render(values, release=release, namespace=namespace))
     namespace_doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
     manifest = yaml.safe_dump_all([namespace_doc, *docs])
-    _kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts",
-             f"--field-manager={FIELD_MANAGER}", "-f", "-", stdin=manifest)
+    _kubectl(
+        kubeconfig,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        f"--field-manager={FIELD_MANAGER}",
+        "-f",
+        "-",
+        stdin=manifest,
+    )
     return docs
 
 
@@ -96,5 +110,6 @@ def delete_rbac(kubeconfig: Path, documents: Iterable[dict[str, Any]]) -> None:
     """Remove what :func:`apply_rbac` applied, except ServiceAccounts (the environment's own)."""
     doomed = [doc for doc in documents if doc.get("kind") != "ServiceAccount"]
     if doomed:
-        _kubectl(kubeconfig, "delete", "--ignore-not-found", "--wait=false", "-f", "-",
-                 stdin=yaml.safe_dump_all(doomed))
+        _kubectl(
+            kubeconfig, "delete", "--ignore-not-found", "--wait=false", "-f", "-", stdin=yaml.safe_dump_all(doomed)
+        )

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from pmkeys.devenv import binaries, pki
-from pmkeys.devenv.processes import ServerProcess, free_port
+from pmkeys_dev import binaries, pki
+from pmkeys_dev.processes import ServerProcess, free_port
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 CONTROLLERS = "garbage-collector-controller,namespace-controller,serviceaccount-controller"
@@ -95,9 +95,7 @@ class ControlPlane:
         )
         proc.start()
         self.processes.append(proc)
-        proc.wait_ready(
-            lambda: httpx.get(f"{client}/health", timeout=1).status_code == 200, timeout=30
-        )
+        proc.wait_ready(lambda: httpx.get(f"{client}/health", timeout=1).status_code == 200, timeout=30)
 
     def _start_apiserver(self, certs: pki.Pki) -> None:
         proc = ServerProcess(
@@ -194,9 +192,6 @@ class ControlPlane:
         proc.start()
         self.processes.append(proc)
         proc.wait_ready(
-            lambda: (
-                httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=1).status_code
-                == 200
-            ),
+            lambda: httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=1).status_code == 200,
             timeout=60,
         )

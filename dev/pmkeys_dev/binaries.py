@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def cache_dir() -> Path:
@@ -23,9 +23,7 @@ def built(name: str) -> Path:
     """A binary built by ``hack/build-binaries.sh``; a clear error if it is missing."""
     path = cache_dir() / "bin" / name
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} is missing: run `make binaries` (hack/build-binaries.sh) to build it"
-        )
+        raise FileNotFoundError(f"{path} is missing: run `make binaries` (hack/build-binaries.sh) to build it")
     return path
 
 

@@ -18,9 +18,9 @@ from kubernetes import client, utils
 from kubernetes.client.exceptions import ApiException
 
 from pmkeys.api import crd
-from pmkeys.devenv.controlplane import ControlPlane
-from pmkeys.devenv.openbao import KV_MOUNT, OpenBao
 from pmkeys.vault.policies import POLICIES
+from pmkeys_dev.controlplane import ControlPlane
+from pmkeys_dev.openbao import KV_MOUNT, OpenBao
 
 SYSTEM_NAMESPACE = "pmkeys-system"
 COMPONENTS = ("operator", "verifier", "ui")
@@ -103,9 +103,7 @@ def token(api: client.ApiClient, name: str, *, namespace: str = SYSTEM_NAMESPACE
 
 
 def configure_openbao(bao: OpenBao, cp: ControlPlane, api: client.ApiClient) -> None:
-    bao.enable_kubernetes_auth(
-        kubernetes_host=cp.url, ca_cert=cp.ca_cert, reviewer_jwt=token(api, REVIEWER)
-    )
+    bao.enable_kubernetes_auth(kubernetes_host=cp.url, ca_cert=cp.ca_cert, reviewer_jwt=token(api, REVIEWER))
     root = bao.client()
     for component, policy in POLICIES.items():
         name = service_account(component)

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pmkeys.devenv.processes import ServerProcess, free_port
+from pmkeys_dev.processes import ServerProcess, free_port
 
 
 def redis_binary() -> Path:

@@ -18,11 +18,11 @@ from pathlib import Path
 import httpx
 import yaml
 
-from pmkeys.devenv import bootstrap
-from pmkeys.devenv.controlplane import ControlPlane
-from pmkeys.devenv.openbao import KV_MOUNT, OpenBao
-from pmkeys.devenv.processes import ServerProcess, pid_alive, terminate_pid
 from pmkeys.kubeclient import api_client
+from pmkeys_dev import bootstrap
+from pmkeys_dev.controlplane import ControlPlane
+from pmkeys_dev.openbao import KV_MOUNT, OpenBao
+from pmkeys_dev.processes import ServerProcess, pid_alive, terminate_pid
 
 
 @dataclass

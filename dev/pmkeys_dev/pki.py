@@ -43,9 +43,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def _builder(
-    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
-) -> x509.CertificateBuilder:
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
@@ -83,9 +81,9 @@ def generate(directory: Path) -> Pki:
     )
 
     admin_key = ec.generate_private_key(ec.SECP256R1())
-    admin_cert = _builder(
-        _name("pmkeys-admin", "system:masters"), ca_name, admin_key.public_key()
-    ).sign(ca_key, hashes.SHA256())
+    admin_cert = _builder(_name("pmkeys-admin", "system:masters"), ca_name, admin_key.public_key()).sign(
+        ca_key, hashes.SHA256()
+    )
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 

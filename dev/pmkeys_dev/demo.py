@@ -20,10 +20,10 @@ import httpx
 from kubernetes import client
 
 from pmkeys.api import vocabulary as v
-from pmkeys.devenv import binaries, bootstrap, chart
-from pmkeys.devenv.environment import LocalEnvironment, stop_from_state
-from pmkeys.devenv.processes import free_port
 from pmkeys.kubeclient import api_client
+from pmkeys_dev import binaries, bootstrap, chart
+from pmkeys_dev.environment import LocalEnvironment, stop_from_state
+from pmkeys_dev.processes import free_port
 
 
 def _state_path(args: argparse.Namespace) -> Path:
@@ -54,12 +54,17 @@ def _start(args: argparse.Namespace) -> tuple[LocalEnvironment, dict[str, str]]:
         env.start_component("operator", PMKEYS_BCRYPT_COST=cost, PMKEYS_KUBECONFIG=str(configs["operator"]))
         port = free_port()
         urls["verifier"] = f"http://127.0.0.1:{port}"
-        env.start_component("verifier", ready_url=f"{urls['verifier']}/healthz", PMKEYS_PORT=str(port),
-                            PMKEYS_KUBECONFIG=str(configs["verifier"]))
+        env.start_component(
+            "verifier",
+            ready_url=f"{urls['verifier']}/healthz",
+            PMKEYS_PORT=str(port),
+            PMKEYS_KUBECONFIG=str(configs["verifier"]),
+        )
         port = free_port()
         urls["ui"] = f"http://127.0.0.1:{port}"
-        env.start_component("ui", ready_url=f"{urls['ui']}/healthz", PMKEYS_PORT=str(port),
-                            PMKEYS_KUBECONFIG=str(configs["ui"]))
+        env.start_component(
+            "ui", ready_url=f"{urls['ui']}/healthz", PMKEYS_PORT=str(port), PMKEYS_KUBECONFIG=str(configs["ui"])
+        )
     env.save_state(state)
     extra = json.loads(state.read_text())
     extra["urls"] = urls
@@ -124,16 +129,23 @@ def demo(args: argparse.Namespace) -> None:
 def _tenant_admin(api: client.ApiClient, namespace: str, workdir: Path) -> Path:
     """A ServiceAccount bound to the chart's tenant-admin role in ``namespace``; its token file."""
     name = f"{namespace}-key-admin"
-    bootstrap.apply_manifests(api, [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": name, "namespace": namespace},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "pmkeys-tenant-admin"},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-        },
-    ])
+    bootstrap.apply_manifests(
+        api,
+        [
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": name, "namespace": namespace},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "pmkeys-tenant-admin",
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+            },
+        ],
+    )
     path = workdir / f"{name}.token"
     path.write_text(bootstrap.token(api, name, namespace=namespace, hours=12))
     path.chmod(0o600)

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import hvac
 
-from pmkeys.devenv import binaries
-from pmkeys.devenv.processes import ServerProcess, free_port
+from pmkeys_dev import binaries
+from pmkeys_dev.processes import ServerProcess, free_port
 
 KV_MOUNT = "secret"
 
@@ -121,9 +121,7 @@ class OpenBao:
         if f"{KV_MOUNT}/" not in mounts.get("data", mounts):
             client.sys.enable_secrets_engine("kv", path=KV_MOUNT, options={"version": "2"})
 
-    def enable_kubernetes_auth(
-        self, *, kubernetes_host: str, ca_cert: Path, reviewer_jwt: str
-    ) -> None:
+    def enable_kubernetes_auth(self, *, kubernetes_host: str, ca_cert: Path, reviewer_jwt: str) -> None:
         """Enable the Kubernetes auth method against our API server.
 
         OpenBao calls TokenReview with ``reviewer_jwt`` (a ServiceAccount bound to
