@@ -27,7 +27,7 @@ system-packages:
 
 deps: venv binaries system-packages
 
-test: deps
+test: deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
@@ -47,6 +47,7 @@ down: venv
 
 lint: venv
 	$(VENV)/bin/ruff check operator dev tests bench
+	$(VENV)/bin/ruff format --check operator dev tests bench
 	$(VENV)/bin/mypy
 
 crd: venv
