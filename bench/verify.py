@@ -95,7 +95,7 @@ async def write_keys(store: KeyStore, count: int, *, rate_limit: int) -> list[st
 # -- in-process ---------------------------------------------------------------------------------
 async def inprocess(store: KeyStore, keys: list[str], seconds: float) -> float:
     """Cached verifications per second on one core (the event loop of this process)."""
-    verifier = Verifier(store, watch=False)
+    verifier = Verifier(store)
     await verifier.start()
     try:
         for key in keys:

@@ -218,7 +218,7 @@ async def test_a_store_without_a_pepper_means_no_key_exists(env: LocalEnvironmen
     """A fresh installation: the operator has issued nothing yet, so there is no pepper."""
     root = VaultSettings(addr=env.openbao.url, token=env.openbao.root_token, kv_mount=MOUNT, prefix="pmkeys-empty")
     store = KeyStore(VaultSession(root))
-    verifier = Verifier(store, watch=False)
+    verifier = Verifier(store)
     await verifier.start()
     try:
         assert verifier.ready

@@ -12,11 +12,15 @@
             return reply(decision.status, decision.message)  # 401 / 403 / 429 / 503
 
 Synchronous code uses :class:`BlockingVerifier` the same way. The modules, in the order a
-request meets them: :mod:`~pmkeys.verify.verifier` (the pipeline and its caches),
+request meets them: :mod:`~pmkeys.verify.service` (the HTTP wiring: lifespan, routes, server),
+:mod:`~pmkeys.verify.sizelimits` (413/431 before anything runs), :mod:`~pmkeys.verify.gateway`,
+:mod:`~pmkeys.verify.routes` and :mod:`~pmkeys.verify.headers` (the gateway protocol),
+:mod:`~pmkeys.verify.verifier` (the pipeline, top to bottom), :mod:`~pmkeys.verify.peppers`,
+:mod:`~pmkeys.verify.cache`, :mod:`~pmkeys.verify.flights` (one Vault read per key at a time),
 :mod:`~pmkeys.verify.gcra` and :mod:`~pmkeys.verify.ratelimit` (rate limits, local and in
 Redis), :mod:`~pmkeys.verify.usage` (counting and flushing to status),
-:mod:`~pmkeys.verify.watching` (revocation push), :mod:`~pmkeys.verify.service` (HTTP),
-:mod:`~pmkeys.verify.routes` and :mod:`~pmkeys.verify.headers` (the gateway protocol).
+:mod:`~pmkeys.verify.watching` and :mod:`~pmkeys.verify.objects` (revocation push),
+:mod:`~pmkeys.verify.connections` (Redis and Kubernetes), :mod:`~pmkeys.verify.metrics`.
 """
 
 from pmkeys.verify.blocking import BlockingVerifier

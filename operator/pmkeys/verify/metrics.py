@@ -1,9 +1,11 @@
 """Prometheus metrics of the verifier.
 
-The hot path never touches a Prometheus object: it bumps plain integers on
-:class:`pmkeys.verify.verifier.Stats` (a label lookup and a lock per request would cost more
-than the verification itself), and :class:`VerifierCollector` turns them into metric families
-when Prometheus scrapes. Slow paths (Vault reads) use ordinary Prometheus objects defined here.
+The hot path never touches a Prometheus object: it bumps plain integers on :class:`Stats` (a
+label lookup and a lock per request would cost more than the verification itself), and
+:class:`VerifierCollector` turns them into metric families when Prometheus scrapes. Vault calls
+are timed by :class:`~pmkeys.vault.session.VaultSession` itself, through the ``observe=`` hook
+the operator uses too (:func:`observe_vault`). This module knows the verifier only through the
+:class:`Observed` protocol, so it imports nothing of the pipeline it reports on.
 
 Every label is bounded: ``outcome`` (the :class:`~pmkeys.verify.decision.Outcome` values),
 ``tier`` (starter, pro, enterprise), ``result`` (hit, miss, negative). No key ids, tenants or
@@ -17,7 +19,7 @@ paths, whose number has no bound.
 ``pmkeys_verifier_cache_invalidations_total``      objects whose keys were dropped on a watch event
 ``pmkeys_verifier_bcrypt_checks_total``            bcrypt checks run (first use of a key per process)
 ``pmkeys_verifier_bcrypt_pending``                 bcrypt jobs queued or running (the pool's queue)
-``pmkeys_verifier_vault_request_duration_seconds`` Vault read latency (cache misses only)
+``pmkeys_verifier_vault_request_duration_seconds`` Vault read latency (records on a cache miss, peppers)
 ``pmkeys_verifier_vault_errors_total{reason}``     Vault reads that failed, by reason
 ``pmkeys_verifier_redis_up``                       1 when Redis answers (absent without Redis)
 ``pmkeys_verifier_redis_errors_total``             Redis calls that failed
@@ -34,23 +36,64 @@ paths, whose number has no bound.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from pmkeys.verify.verifier import Verifier
+from pmkeys.keys.hashing import Hasher
+from pmkeys.verify.decision import Outcome
+from pmkeys.verify.ratelimit import RedisHealth
+from pmkeys.verify.usage import UsageFlusher
+from pmkeys.verify.watching import ObjectWatch
 
 PREFIX = "pmkeys_verifier"
 
 VAULT_SECONDS = Histogram(
     f"{PREFIX}_vault_request_duration_seconds",
-    "Latency of the verifier's Vault reads (cache misses).",
+    "Latency of the verifier's Vault reads (records on a cache miss, peppers).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
 )
 VAULT_ERRORS = Counter(f"{PREFIX}_vault_errors_total", "Verifier Vault reads that failed.", ["reason"])
+
+
+def observe_vault(seconds: float, error: str | None) -> None:
+    """``VaultSession(observe=...)``: called after each Vault call (in the session's pool)."""
+    VAULT_SECONDS.observe(seconds)
+    if error:
+        VAULT_ERRORS.labels(error).inc()
+
+
+class Stats:
+    """Counters the hot path bumps with a plain integer add (no lock, no label lookup);
+    :class:`VerifierCollector` exports them when Prometheus scrapes."""
+
+    __slots__ = ("cache_hits", "cache_misses", "invalidations", "negative_hits", "outcomes", "rate_limited")
+
+    def __init__(self) -> None:
+        self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        self.rate_limited: dict[str, int] = {}
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.negative_hits = 0
+        self.invalidations = 0
+
+
+class Observed(Protocol):
+    """What the collector reads of a verifier."""
+
+    stats: Stats
+    hasher: Hasher
+    redis_health: RedisHealth | None
+    watch: ObjectWatch | None
+    flusher: UsageFlusher | None
+
+    @property
+    def cache_size(self) -> int: ...
+
+    @property
+    def pending_usage(self) -> int: ...
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -62,7 +105,7 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 
 class VerifierCollector(Collector):
-    def __init__(self, verifier: Verifier) -> None:
+    def __init__(self, verifier: Observed) -> None:
         self.verifier = verifier
 
     def collect(self) -> Iterator[Metric]:
