@@ -6,8 +6,10 @@ its spec (generation) or rotate annotation changes — tracked in memory, so kop
 bookkeeping annotations and status-only changes cost nothing.
 
 :meth:`Reconciler.reconcile` never raises for Vault or API trouble; it reports it in status and
-returns when to try again, and the :class:`Scheduler` wakes the object then. So kopf sees
-handlers that succeed, and never spins on a failure.
+returns its :class:`~pmkeys.reconcile.reconciler.Outcome` (how it ended, when to look again),
+and the :class:`Scheduler` wakes the object then. So kopf sees handlers that succeed, and never
+spins on a failure. What is remembered per object lives in one
+:class:`~pmkeys.reconcile.memory.Memories`, forgotten when the object is deleted.
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ class Runtime:
     reconciler: Reconciler
     scheduler: Scheduler = field(init=False)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _essences: dict[str, tuple[object, object]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self._scheduled)
@@ -70,19 +71,20 @@ class Runtime:
         (status-only changes, our own among them, are not worth a reconcile)."""
         meta = body["metadata"]
         essence = (meta.get("generation"), (meta.get("annotations") or {}).get(v.ROTATE_ANNOTATION))
-        if self._essences.get(meta["uid"]) == essence:
+        memory = self.reconciler.memories.recall(meta["uid"])
+        if memory.essence == essence:
             return False
-        self._essences[meta["uid"]] = essence
+        memory.essence = essence
         return True
 
     async def reconcile(self, body: Any) -> None:
         ref = ObjectRef(body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"]["uid"])
         started = time.perf_counter()
-        wake = await self.reconciler.reconcile(body)
-        metrics.RECONCILE_SECONDS.labels(self.reconciler.last_outcome).observe(time.perf_counter() - started)
+        outcome = await self.reconciler.reconcile(body)
+        metrics.RECONCILE_SECONDS.labels(str(outcome.result)).observe(time.perf_counter() - started)
         self.scheduler.cancel(ref.uid)
-        if wake is not None:
-            self.scheduler.schedule(ref, wake)
+        if outcome.wake is not None:
+            self.scheduler.schedule(ref, outcome.wake)
 
     async def _scheduled(self, ref: ObjectRef) -> None:
         try:
@@ -153,7 +155,11 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         """First sight of an object (creation or operator start), or a change of what it asks for."""
         runtime: Runtime = memo.runtime
         body = event["object"]
-        if event["type"] == "DELETED" or body["metadata"].get("deletionTimestamp"):
+        if event["type"] == "DELETED":
+            runtime.scheduler.cancel(body["metadata"]["uid"])
+            runtime.reconciler.forget(body["metadata"]["uid"])
+            return
+        if body["metadata"].get("deletionTimestamp"):
             return
         if runtime.asks_for_something_new(body):
             await runtime.reconcile(body)
@@ -168,15 +174,13 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         changed = runtime.kube.tenants.get(meta["name"]) != tenant
         runtime.kube.tenants[meta["name"]] = tenant
         if known and changed:
-            for uid, (namespace, name) in list(runtime.reconciler.refused.items()):
-                if namespace == meta["name"]:
-                    runtime.poke(ObjectRef(namespace, name, uid))
+            for namespace, name, uid in runtime.reconciler.memories.refused_in(meta["name"]):
+                runtime.poke(ObjectRef(namespace, name, uid))
 
     @kopf.on.delete(*RESOURCE, registry=registry)
     async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime = memo.runtime
         runtime.scheduler.cancel(body["metadata"]["uid"])
-        runtime._essences.pop(body["metadata"]["uid"], None)
         try:
             await runtime.reconciler.finalize(body)
         except Exception as exc:
@@ -191,7 +195,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         owner = next((r for r in meta.get("ownerReferences", []) if r.get("kind") == v.KIND), None)
         if owner is None or event["type"] not in ("DELETED", "MODIFIED"):
             return
-        ours = runtime.reconciler.written_secrets.get(owner["uid"]) == meta.get("resourceVersion")
+        memory = runtime.reconciler.memories.peek(owner["uid"])
+        ours = memory is not None and memory.written_secret == meta.get("resourceVersion")
         if event["type"] == "MODIFIED" and ours:
             return
         runtime.poke(ObjectRef(meta["namespace"], owner["name"], owner["uid"]))

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from pmkeys.reconcile.interfaces import Store
 from pmkeys.reconcile.objects import KeyObject
 from pmkeys.vault.records import EntryState, OwnerEntry, OwnerIndex
-from pmkeys.vault.store import KeyStore
 
 #: Revoked entries kept in the index (the records themselves stay in Vault).
 REVOKED_ENTRIES_KEPT = 20
 
 
 class Ledger:
-    def __init__(self, store: KeyStore, obj: KeyObject, index: OwnerIndex, version: int) -> None:
+    def __init__(self, store: Store, obj: KeyObject, index: OwnerIndex, version: int) -> None:
         self._store = store
         self._uid = obj.uid
         self.index = index
@@ -26,7 +26,7 @@ class Ledger:
         self._dirty = False
 
     @classmethod
-    async def load(cls, store: KeyStore, obj: KeyObject) -> Ledger:
+    async def load(cls, store: Store, obj: KeyObject) -> Ledger:
         found = await store.get_owner(obj.uid)
         if found is None:
             return cls(store, obj, OwnerIndex(namespace=obj.namespace, name=obj.name), 0)

@@ -55,6 +55,17 @@ class KeyRecord(BaseModel):
         return self.not_after is None or now < self.not_after
 
 
+class Intent(StrEnum):
+    """Why a key was made; recovery after a crash finishes that intent."""
+
+    #: The object's first key.
+    ISSUE = "issue"
+    #: A scheduled or manual rotation: the superseded key keeps working for the grace period.
+    ROTATE = "rotate"
+    #: The Secret was lost or altered: the superseded key is revoked at once.
+    REPAIR = "repair"
+
+
 class EntryState(StrEnum):
     #: Written before the key reached its Secret; becomes active once its record exists.
     PENDING = "pending"
@@ -72,7 +83,7 @@ class OwnerEntry(BaseModel):
     display_prefix: str
     state: EntryState = EntryState.PENDING
     #: Why the key was made: issue, rotate or repair; recovery finishes that intent.
-    intent: str = "issue"
+    intent: Intent = Intent.ISSUE
     #: The key this one replaces (rotate/repair), if any, and the grace it gets.
     supersedes: str | None = None
     grace_seconds: int = 0

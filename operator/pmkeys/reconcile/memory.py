@@ -1,0 +1,63 @@
+"""What the operator remembers about each object between reconciles, in one place.
+
+Like kopf's ``inventory.ResourceMemory``: one :class:`ObjectMemory` per object uid, created on
+first sight and forgotten when the object is deleted, so nothing per object outlives it.
+Nothing here is persisted: after a restart every object is reconciled once anyway (the
+Secret, the owner index and the record are the truth), so a lost memory costs one reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ObjectMemory:
+    #: One reconcile (or finalize) of an object at a time.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Consecutive failed reconciles, for the backoff.
+    failures: int = 0
+    #: The phase last reported (for the keys-by-phase gauge).
+    phase: str | None = None
+    #: (namespace, name) while the object is refused; retried early when its namespace changes.
+    refused_as: tuple[str, str] | None = None
+    #: resourceVersion of the Secret this operator last wrote, to ignore its watch echo.
+    written_secret: str | None = None
+    #: (generation, rotate annotation) last reconciled: other changes are not worth a reconcile.
+    essence: tuple[object, object] | None = None
+
+
+class Memories:
+    def __init__(self) -> None:
+        self._by_uid: dict[str, ObjectMemory] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_uid)
+
+    def __contains__(self, uid: str) -> bool:
+        return uid in self._by_uid
+
+    def recall(self, uid: str) -> ObjectMemory:
+        """The memory of an object, created empty on first sight."""
+        memory = self._by_uid.get(uid)
+        if memory is None:
+            memory = self._by_uid[uid] = ObjectMemory()
+        return memory
+
+    def peek(self, uid: str) -> ObjectMemory | None:
+        """The memory of an object, without creating one."""
+        return self._by_uid.get(uid)
+
+    def forget(self, uid: str) -> ObjectMemory | None:
+        return self._by_uid.pop(uid, None)
+
+    def refused_in(self, namespace: str) -> list[tuple[str, str, str]]:
+        """(namespace, name, uid) of every object refused in ``namespace``."""
+        return [
+            (ns, name, uid)
+            for uid, memory in self._by_uid.items()
+            if memory.refused_as is not None
+            for ns, name in [memory.refused_as]
+            if ns == namespace
+        ]
