@@ -1,9 +1,13 @@
 """Rate limits shared by every replica through Redis, and what happens when Redis is down.
 
-One replica needs no Redis: :class:`pmkeys.verify.gcra.LocalLimiter` is exact. Several replicas
-share one GCRA state per key in Redis, updated by one Lua script (``gcra.lua``) that reads
-Redis's clock and the key's TAT, decides and writes in a single atomic step — so no two
-replicas can both spend the last unit, and replicas' clocks never enter into it.
+One replica needs no Redis: :class:`pmkeys.verify.windows.WindowLimiter` is exact. Several
+replicas share one sliding log per key and one per tenant in Redis (:class:`SharedWindows`),
+checked and updated by one Lua script (``windows.lua``) that reads Redis's clock, expires both
+logs, decides and records in a single atomic step and one round trip — so no two replicas can
+both spend the last unit, a request refused by one limit spends neither, and replicas' clocks
+never enter into it. Both logs of a request carry the tenant as their hash tag
+(``<prefix>:rl:{<tenant>}:key:<keyId>`` and ``<prefix>:rl:{<tenant>}:tenant``), so they live in
+one slot and the same script runs unchanged on Redis Cluster.
 
 Redis unreachable (connection refused, timeout) is never a crash. The limiter marks Redis down
 for ``retry_seconds`` (so a dead Redis costs one failed attempt per second, not one per
@@ -30,6 +34,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from pmkeys.verify.gcra import LocalLimiter, RateState, emission_interval_us
+from pmkeys.verify.windows import LimitState, Verdict, WindowLimiter
 
 logger = logging.getLogger(__name__)
 Policy = Literal["open", "closed"]
@@ -112,4 +117,64 @@ class SharedLimiter:
                 return RateState(bool(allowed), limit, remaining, reset_us, retry_us)
         if self.policy == "open":
             return self._local.hit(name, limit, now)
+        return None
+
+
+def window_keys(prefix: str, tenant: str, key_id: str) -> tuple[str, str]:
+    """The Redis names of a key's log and its tenant's log: one hash slot (``{tenant}``)."""
+    return f"{prefix}:rl:{{{tenant}}}:key:{key_id}", f"{prefix}:rl:{{{tenant}}}:tenant"
+
+
+def verdict_from_reply(reply: list[int], key_limit: int, tenant_limit: int) -> Verdict:
+    """``windows.lua``'s reply as a :class:`Verdict`."""
+    allowed, k_used, k_next, k_free, t_used, t_next, t_free = (int(x) for x in reply)
+    key = LimitState(key_limit, k_used, k_next, k_free)
+    tenant = LimitState(tenant_limit, t_used, t_next, t_free) if tenant_limit else None
+    return Verdict(bool(allowed), key, tenant)
+
+
+class SharedWindows:
+    """Per-key and per-tenant sliding windows in Redis, with the failure policy's fallback."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str,
+        policy: Policy,
+        local: WindowLimiter,
+        health: RedisHealth,
+    ) -> None:
+        self.policy = policy
+        self._prefix = prefix
+        self._local = local
+        self._health = health
+        self._window = local.window_us
+        self._script = client.register_script(lua("windows.lua"))
+        self._outage = (
+            "limiting each replica locally (failure policy open)"
+            if policy == "open"
+            else "refusing requests with 503 (failure policy closed)"
+        )
+
+    async def hit(
+        self, key_id: str, key_limit: int, now: int, *, tenant: str, tenant_limit: int = 0, at: int | None = None
+    ) -> Verdict | None:
+        """The decision for one request; None when Redis is down and the policy is closed.
+
+        ``now`` is this process's clock, used only by the local fallback; Redis decides on its
+        own clock unless ``at`` (tests replaying arrival patterns) says otherwise.
+        """
+        if self._health.should_try():
+            keys = window_keys(self._prefix, tenant, key_id)
+            args = [self._window, key_limit, tenant_limit, "" if at is None else at]
+            try:
+                reply = await self._script(keys=list(keys), args=args)
+            except REDIS_DOWN as exc:
+                self._health.failed(exc, what=self._outage)
+            else:
+                self._health.succeeded()
+                return verdict_from_reply(reply, key_limit, tenant_limit)
+        if self.policy == "open":
+            return self._local.hit(key_id, key_limit, now, tenant=tenant, tenant_limit=tenant_limit)
         return None
