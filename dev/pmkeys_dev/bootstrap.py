@@ -1,6 +1,9 @@
 """Wire a fresh control plane and OpenBao together the way a real installation would be.
 
-* the CRD, applied and Established;
+* the CRDs (TenantApiKey, TenantPlan), applied and Established, and the plan's admission
+  policy with its binding (:mod:`pmkeys.api.admission`, what the chart installs). The local
+  environment binds it with ``parameterNotFoundAction: Allow``: a namespace without a TenantPlan
+  is not held to one (most tests need no plan); the chart's default is ``Deny``;
 * ServiceAccounts for the operator, verifier and UI in ``pmkeys-system``, and one for OpenBao's
   TokenReview calls (bound to ``system:auth-delegator``);
 * in OpenBao: the Kubernetes auth method pointed at our API server, the least-privilege
@@ -12,12 +15,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 from kubernetes import client, utils
 from kubernetes.client.exceptions import ApiException
 
-from pmkeys.api import crd
+from pmkeys.api import admission, crd
 from pmkeys.vault.policies import POLICIES
 from pmkeys_dev.controlplane import ControlPlane
 from pmkeys_dev.openbao import KV_MOUNT, OpenBao
@@ -32,9 +36,32 @@ def service_account(component: str) -> str:
     return f"pmkeys-{component}"
 
 
-def apply_crd(api: client.ApiClient) -> None:
+def apply_crd(api: client.ApiClient, *, without_plan: str = "Allow") -> None:
+    for manifest in (crd.crd(), crd.plan_crd()):
+        _apply_crd(api, manifest)
+    apply_plan_admission(api, without_plan=without_plan)
+
+
+def apply_plan_admission(api: client.ApiClient, *, without_plan: str = "Allow") -> None:
+    """The TenantPlan admission policy and its binding, created or replaced."""
+    adm = client.AdmissionregistrationV1Api(api)
+    for manifest, read, create, replace in (
+        (admission.policy(), adm.read_validating_admission_policy, adm.create_validating_admission_policy,
+         adm.replace_validating_admission_policy),
+        (admission.binding(without_plan=without_plan), adm.read_validating_admission_policy_binding,
+         adm.create_validating_admission_policy_binding, adm.replace_validating_admission_policy_binding),
+    ):  # fmt: skip
+        try:
+            create(manifest)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            manifest["metadata"]["resourceVersion"] = read(manifest["metadata"]["name"]).metadata.resource_version
+            replace(manifest["metadata"]["name"], manifest)
+
+
+def _apply_crd(api: client.ApiClient, manifest: dict[str, Any]) -> None:
     ext = client.ApiextensionsV1Api(api)
-    manifest = crd.crd()
     name = manifest["metadata"]["name"]
     try:
         ext.create_custom_resource_definition(manifest)

@@ -25,7 +25,7 @@ from pmkeys_dev import binaries, pki
 from pmkeys_dev.processes import ServerProcess, free_port
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-CONTROLLERS = "garbage-collector-controller,namespace-controller,serviceaccount-controller"
+CONTROLLERS = "garbage-collector-controller,namespace-controller,serviceaccount-controller,resourcequota-controller"
 
 
 @dataclass

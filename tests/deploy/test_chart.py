@@ -32,7 +32,13 @@ def test_chart_crd_is_the_generated_crd() -> None:
     assert (CHART / "crds" / crd).read_bytes() == (REPO / "crds" / crd).read_bytes(), (
         "charts/pmkeys/crds/ must equal crds/: cp crds/*.yaml charts/pmkeys/crds/"
     )
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted([crd, "kopf.dev-peerings.yaml"])
+    plans = "tenantplans.penguinmails.io.yaml"
+    assert (CHART / "crds" / plans).read_bytes() == (REPO / "crds" / plans).read_bytes()
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted([crd, plans, "kopf.dev-peerings.yaml"])
+    policy = "tenantplans-admission-policy.yaml"
+    assert (CHART / "files" / policy).read_bytes() == (REPO / "crds" / policy).read_bytes(), (
+        "charts/pmkeys/files/ must hold the generated admission policy: cp crds/" + policy + " charts/pmkeys/files/"
+    )
 
 
 def test_tier_values_are_the_crd_tiers() -> None:
@@ -70,7 +76,16 @@ def test_helm_lint(helm_offline: Helm, values: list[str]) -> None:
 def test_defaults_render_three_components_with_least_privilege(helm_offline: Helm) -> None:
     docs = helm_offline.template()
     kinds = sorted({d["kind"] for d in docs})
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "NetworkPolicy", "Service", "ServiceAccount"]
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "NetworkPolicy",
+        "Service",
+        "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ]
     assert set(by_kind(docs, "Deployment")) == {"pmkeys-operator", "pmkeys-verifier", "pmkeys-ui"}
     assert set(by_kind(docs, "ServiceAccount")) == {"pmkeys-operator", "pmkeys-verifier", "pmkeys-ui"}
     assert set(by_kind(docs, "ClusterRole")) == {

@@ -1,9 +1,11 @@
-"""Generate the ``TenantApiKey`` CustomResourceDefinition from the pydantic models.
+"""Generate the CustomResourceDefinitions (``TenantApiKey``, ``TenantPlan``) and the plan's
+admission policy from the pydantic models.
 
 pydantic emits JSON Schema (``$ref``, ``anyOf`` with ``null``, titles); the API server wants a
 *structural* OpenAPI v3 schema. :func:`structural` rewrites one into the other, keeping the
-``x-kubernetes-*`` extensions the models carry. ``python -m pmkeys.api.crd`` prints the YAML
-that lives in ``crds/`` (a test keeps them equal).
+``x-kubernetes-*`` extensions the models carry. ``python -m pmkeys.api.crd`` prints the key's
+CRD; ``python -m pmkeys.api.crd --write crds`` writes every file that lives in ``crds/`` (a test
+keeps them equal).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from pmkeys.api import admission
 from pmkeys.api import vocabulary as v
 from pmkeys.api.model import SPEC_VALIDATIONS, TenantApiKeySpec, TenantApiKeyStatus
+from pmkeys.api.plan import TenantPlanSpec, TenantPlanStatus
 
 _DROP = {"title"}
 
@@ -34,14 +38,14 @@ def _convert(node: Any, defs: dict[str, Any], *, with_defaults: bool) -> Any:
     if not isinstance(node, dict):
         return node
     node = dict(node)
-    if "$ref" in node:
-        target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
-        node = {**target, **node}
     if "anyOf" in node:
         branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
         if len(branches) != 1:
             raise ValueError(f"cannot express union {branches} in a structural schema")
         node = {**branches[0], **node}
+    if "$ref" in node:
+        target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
+        node = {**target, **node}
     if node.get("default", ...) is None:
         node.pop("default")
     if "const" in node:
@@ -146,10 +150,105 @@ def crd() -> dict[str, Any]:
     }
 
 
+def plan_printer_columns() -> list[dict[str, Any]]:
+    return [
+        {"name": "Tier", "type": "string", "jsonPath": ".spec.tier"},
+        {"name": "Keys", "type": "integer", "jsonPath": ".status.keys"},
+        {"name": "Max-Keys", "type": "integer", "jsonPath": ".status.maxKeys"},
+        {"name": "Key-Limit", "type": "integer", "jsonPath": ".status.keyRateLimit"},
+        {"name": "Tenant-Limit", "type": "integer", "jsonPath": ".status.tenantRateLimit"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+
+def plan_crd() -> dict[str, Any]:
+    spec = structural(TenantPlanSpec)
+    for unset_means_the_tier in ("scopes", "environments"):  # [] would mean "none allowed"
+        spec["properties"][unset_means_the_tier].pop("default", None)
+    spec["description"] = "What the tenant may have; unset fields take the tier's defaults. Set by the platform."
+    status = structural(TenantPlanStatus, with_defaults=False)
+    status["description"] = "The plan in force and its use, written by the operator."
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{v.PLAN_PLURAL}.{v.GROUP}"},
+        "spec": {
+            "group": v.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": v.PLAN_KIND,
+                "listKind": f"{v.PLAN_KIND}List",
+                "plural": v.PLAN_PLURAL,
+                "singular": v.PLAN_SINGULAR,
+                "shortNames": list(v.PLAN_SHORT_NAMES),
+                "categories": ["penguinmails"],
+            },
+            "versions": [
+                {
+                    "name": v.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": plan_printer_columns(),
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": (
+                                f"A tenant's plan: tier, quotas and limits of the TenantApiKeys in this "
+                                f"namespace. One per tenant namespace, named {v.PLAN_NAME!r}; only the "
+                                "platform writes it."
+                            ),
+                            "required": ["spec"],
+                            "x-kubernetes-validations": [
+                                {
+                                    "rule": f"self.metadata.name == '{v.PLAN_NAME}'",
+                                    "message": f"a TenantPlan must be named {v.PLAN_NAME!r} (one per namespace)",
+                                }
+                            ],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+_HEADER = "# Generated by `python -m pmkeys.api.crd --write crds` from pmkeys/api/; do not edit.\n"
+
+
 def render() -> str:
     header = "# Generated by `python -m pmkeys.api.crd` from pmkeys/api/model.py; do not edit.\n"
     return header + yaml.safe_dump(crd(), sort_keys=False, width=100)
 
 
+def render_plan_crd() -> str:
+    return _HEADER + yaml.safe_dump(plan_crd(), sort_keys=False, width=100)
+
+
+def render_plan_policy() -> str:
+    return _HEADER + yaml.safe_dump(admission.policy(), sort_keys=False, width=100)
+
+
+#: File name in crds/ → its rendering.
+FILES = {
+    "tenantapikeys.penguinmails.io.yaml": render,
+    "tenantplans.penguinmails.io.yaml": render_plan_crd,
+    "tenantplans-admission-policy.yaml": render_plan_policy,
+}
+
+
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    if sys.argv[1:2] == ["--write"]:
+        from pathlib import Path
+
+        for name, rendering in FILES.items():
+            (Path(sys.argv[2]) / name).write_text(rendering())
+    else:
+        sys.stdout.write(render())

@@ -1,14 +1,16 @@
-"""The words of the ``TenantApiKey`` API, each defined once.
+"""The words of the ``TenantApiKey`` and ``TenantPlan`` APIs, each defined once.
 
-Tiers and their rate limits, scopes, phases, condition types and reasons, labels and
-annotations. The CRD schema, the operator, the verifier and the UI all import these; nothing
-else spells them out.
+Tiers and what each one allows (:data:`TIER_PLANS`, the single table every limit comes from),
+scopes, phases, condition types and reasons, labels and annotations. The CRD schema, the
+admission policy, the operator, the verifier and the UI all import these; nothing else spells
+them out.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 from types import MappingProxyType
+from typing import NamedTuple
 
 GROUP = "penguinmails.io"
 VERSION = "v1alpha1"
@@ -17,6 +19,12 @@ PLURAL = "tenantapikeys"
 SINGULAR = "tenantapikey"
 SHORT_NAMES = ("tak",)
 API_VERSION = f"{GROUP}/{VERSION}"
+PLAN_KIND = "TenantPlan"
+PLAN_PLURAL = "tenantplans"
+PLAN_SINGULAR = "tenantplan"
+PLAN_SHORT_NAMES = ("tplan",)
+#: The one TenantPlan a tenant namespace may hold (the admission policy reads it by this name).
+PLAN_NAME = "plan"
 
 
 class Scope(StrEnum):
@@ -36,9 +44,38 @@ class Environment(StrEnum):
     TEST = "test"
 
 
-#: Requests per minute each tier allows; an explicit ``spec.rateLimit`` may only go lower.
+class TierPlan(NamedTuple):
+    """What a tier allows unless the tenant's TenantPlan says otherwise."""
+
+    #: Requests per minute of one key (its ceiling; ``spec.rateLimit`` may only go lower).
+    key_rate_limit: int
+    #: Requests per minute of all the tenant's keys together.
+    tenant_rate_limit: int
+    #: TenantApiKey objects the tenant may hold (revoked ones included: they are objects).
+    max_keys: int
+    scopes: tuple[Scope, ...]
+    environments: tuple[Environment, ...]
+    #: The shortest ``spec.rotation.interval`` a key may ask for (0, no scheduled rotation, is always allowed).
+    min_rotation_interval: str
+    #: The longest ``spec.rotation.gracePeriod`` a key may ask for.
+    max_grace_period: str
+    #: Previous keys still valid at once per TenantApiKey; a rotation beyond it ends the oldest grace.
+    max_keys_in_grace: int
+
+
+_ALL_SCOPES = tuple(Scope)
+_ALL_ENVIRONMENTS = tuple(Environment)
+#: The tiers, cheapest first: the defaults of every plan, written once.
+TIER_PLANS: MappingProxyType[Tier, TierPlan] = MappingProxyType(
+    {
+        Tier.STARTER: TierPlan(60, 120, 5, _ALL_SCOPES, _ALL_ENVIRONMENTS, "24h", "24h", 2),
+        Tier.PRO: TierPlan(300, 1000, 25, _ALL_SCOPES, _ALL_ENVIRONMENTS, "1h", "7d", 5),
+        Tier.ENTERPRISE: TierPlan(1000, 5000, 100, _ALL_SCOPES, _ALL_ENVIRONMENTS, "1h", "30d", 10),
+    }
+)
+#: Requests per minute each tier allows one key; an explicit ``spec.rateLimit`` may only go lower.
 TIER_RATE_LIMITS: MappingProxyType[Tier, int] = MappingProxyType(
-    {Tier.STARTER: 60, Tier.PRO: 300, Tier.ENTERPRISE: 1000}
+    {tier: plan.key_rate_limit for tier, plan in TIER_PLANS.items()}
 )
 
 
@@ -77,6 +114,8 @@ class Reason(StrEnum):
     VAULT_DENIED = "VaultDenied"
     VAULT_SEALED = "VaultSealed"
     INVALID_SPEC = "InvalidSpec"
+    #: The key asks for more than the tenant's TenantPlan allows (and admission did not stop it).
+    PLAN_EXCEEDED = "PlanExceeded"
     RESTART_TRIGGERED = "RestartTriggered"
     RESTART_FAILED = "RestartFailed"
     ISSUING = "Issuing"

@@ -1,0 +1,142 @@
+"""The ``TenantPlan`` resource: what a tenant bought, set by the platform and never by the tenant.
+
+Why a namespaced object named ``plan`` in the tenant's namespace, and not a cluster-scoped one:
+a ValidatingAdmissionPolicy binding can read a namespaced parameter object *from the request's
+own namespace* (``paramRef`` without a namespace), so one binding enforces every tenant's own
+plan at admission, with no per-tenant binding to create and no webhook to run. A cluster-scoped
+parameter would need one binding per tenant (``paramRef.name`` is fixed). The namespace is the
+tenancy boundary already (``penguinmails.io/tenant`` label); tenant roles may read their plan
+(the UI and the plugin show it) and nothing in the chart lets them write it — RBAC's
+escalation check stops a namespace admin from granting themselves a permission they lack.
+
+Every field but ``tier`` is optional: unset means the tier's default from
+:data:`pmkeys.api.vocabulary.TIER_PLANS`, so a plan is usually two lines and a change of the
+tier table reaches every plan that did not override the field. :class:`EffectivePlan` is the
+plan with the defaults filled in; the admission policy (:mod:`pmkeys.api.admission`) does the
+same resolution in CEL, from the same table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pydantic import Field
+
+from pmkeys.api.durations import DURATION_PATTERN, parse_duration
+from pmkeys.api.model import _Model
+from pmkeys.api.vocabulary import TIER_PLANS, Environment, Scope, Tier
+
+MAX_PLAN_RATE = 1_000_000
+MAX_PLAN_KEYS = 10_000
+
+
+class TenantPlanSpec(_Model):
+    tier: Tier = Field(description="The tenant's subscription; every unset field below takes this tier's default.")
+    scopes: list[Scope] | None = Field(
+        default=None,
+        max_length=len(Scope),
+        description="Scopes the tenant's keys may carry. Unset: the tier's.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    environments: list[Environment] | None = Field(
+        default=None,
+        max_length=len(Environment),
+        description="Environments (live, test) the tenant's keys may use. Unset: the tier's.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    max_keys: int | None = Field(
+        default=None, ge=0, le=MAX_PLAN_KEYS, description="TenantApiKey objects the namespace may hold."
+    )
+    key_rate_limit: int | None = Field(
+        default=None, ge=1, le=MAX_PLAN_RATE, description="Ceiling of one key, in requests per minute."
+    )
+    tenant_rate_limit: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PLAN_RATE,
+        description="Requests per minute of all the tenant's keys together (any 60-second window).",
+    )
+    min_rotation_interval: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=DURATION_PATTERN,
+        description="The shortest spec.rotation.interval a key may ask for (d, h, m, s).",
+    )
+    max_grace_period: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=DURATION_PATTERN,
+        description="The longest spec.rotation.gracePeriod a key may ask for (d, h, m, s).",
+    )
+    max_keys_in_grace: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Previous keys valid at once per TenantApiKey; a rotation beyond it ends the oldest grace.",
+    )
+
+
+class TenantPlanStatus(_Model):
+    """Written by the operator: the plan in force and how much of it the tenant uses."""
+
+    observed_generation: int | None = None
+    tier: Tier | None = None
+    keys: int | None = Field(default=None, description="TenantApiKey objects in the namespace.")
+    max_keys: int | None = None
+    key_rate_limit: int | None = None
+    tenant_rate_limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EffectivePlan:
+    """A plan with every default filled in from the tier table."""
+
+    tier: Tier
+    scopes: frozenset[Scope]
+    environments: frozenset[Environment]
+    max_keys: int
+    key_rate_limit: int
+    tenant_rate_limit: int
+    min_rotation_interval: timedelta
+    max_grace_period: timedelta
+    max_keys_in_grace: int
+    #: The plan object's name (``<namespace>/plan``), or "" for the default plan.
+    source: str = ""
+
+    def key_limit(self, tier: Tier | None, rate_limit: int | None) -> int:
+        """A key's requests per minute: its tier's ceiling (the plan's tier when it names none),
+        lowered by its own ``rateLimit``, never above the plan's per-key ceiling."""
+        ceiling = TIER_PLANS[tier or self.tier].key_rate_limit
+        wanted = min(rate_limit, ceiling) if rate_limit else ceiling
+        return min(wanted, self.key_rate_limit)
+
+    def as_status(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier.value,
+            "maxKeys": self.max_keys,
+            "keyRateLimit": self.key_rate_limit,
+            "tenantRateLimit": self.tenant_rate_limit,
+        }
+
+
+def effective(spec: TenantPlanSpec, *, source: str = "") -> EffectivePlan:
+    tier = TIER_PLANS[spec.tier]
+    return EffectivePlan(
+        tier=spec.tier,
+        scopes=frozenset(spec.scopes if spec.scopes is not None else tier.scopes),
+        environments=frozenset(spec.environments if spec.environments is not None else tier.environments),
+        max_keys=spec.max_keys if spec.max_keys is not None else tier.max_keys,
+        key_rate_limit=spec.key_rate_limit or tier.key_rate_limit,
+        tenant_rate_limit=spec.tenant_rate_limit or tier.tenant_rate_limit,
+        min_rotation_interval=parse_duration(spec.min_rotation_interval or tier.min_rotation_interval),
+        max_grace_period=parse_duration(spec.max_grace_period or tier.max_grace_period),
+        max_keys_in_grace=spec.max_keys_in_grace if spec.max_keys_in_grace is not None else tier.max_keys_in_grace,
+        source=source,
+    )
+
+
+def default_plan(tier: Tier = Tier.STARTER) -> EffectivePlan:
+    """The plan of a namespace that has none (the platform's default tier)."""
+    return effective(TenantPlanSpec(tier=tier))

@@ -1,0 +1,134 @@
+"""A tenant admin cannot buy itself a bigger plan with kubectl: the API server refuses every key
+that asks for more than the namespace's TenantPlan, naming the field, the plan and what is
+allowed, and the tenant cannot touch the plan or the policy that enforces it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from pmkeys.api import admission
+from pmkeys.api import vocabulary as v
+from tests.builders import key, with_spec
+from tests.kube import Kube
+from tests.plans.conftest import TenantAdmin, plan
+
+pytestmark = pytest.mark.integration
+
+# (id, spec of the key, plan overrides, what the refusal must say)
+OVER_THE_PLAN: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
+    ("tier", {"tier": "enterprise"}, {}, ["spec.tier: enterprise is above the starter plan", "allowed: starter"]),
+    (
+        "rate-limit",
+        {"rateLimit": 50},
+        {"keyRateLimit": 30},
+        ["spec.rateLimit: 50 exceeds the per-key ceiling of the starter plan", "allowed: 1 to 30"],
+    ),
+    (
+        "rotation-interval",
+        {"rotation": {"interval": "1s"}},
+        {},
+        ["spec.rotation.interval: 1s is shorter than the starter plan allows", "at least 24h"],
+    ),
+    (
+        "rotation-interval-days",
+        {"rotation": {"interval": "1d"}},
+        {"minRotationInterval": "2d"},
+        ["spec.rotation.interval: 1d is shorter", "at least 2d"],
+    ),
+    (
+        "grace",
+        {"rotation": {"gracePeriod": "30d"}},
+        {},
+        ["spec.rotation.gracePeriod: 30d is longer than the starter plan allows", "allowed: 0 to 24h"],
+    ),
+    (
+        "scope",
+        {"scopes": ["send_email", "manage_contacts"]},
+        {"scopes": ["send_email", "read_analytics"]},
+        ["spec.scopes: manage_contacts not in the starter plan", "allowed: send_email, read_analytics"],
+    ),
+    ("environment", {"environment": "test"}, {"environments": ["live"]}, ["spec.environment: test", "allowed: live"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "overrides", "says"), [c[1:] for c in OVER_THE_PLAN], ids=[c[0] for c in OVER_THE_PLAN]
+)
+def test_a_key_over_the_plan_is_refused_naming_field_plan_and_allowed_values(
+    kube: Kube, tenant_admin: TenantAdmin, spec: dict[str, Any], overrides: dict[str, Any], says: list[str]
+) -> None:
+    ns = tenant_admin.namespace
+    assert kube.apply(plan(ns, **overrides)).returncode == 0
+    result = tenant_admin.create(key("greedy", ns, **spec))
+    assert result.returncode != 0, "the API server accepted a key over the plan"
+    for text in [*says, f"TenantPlan {ns}/plan"]:
+        assert text in result.stderr, result.stderr
+    assert kube.key_gone(ns, "greedy")
+
+
+def test_within_the_plan_is_accepted_and_unchanged_fields_are_not_rechecked(
+    kube: Kube, tenant_admin: TenantAdmin
+) -> None:
+    ns = tenant_admin.namespace
+    assert kube.apply(plan(ns, tier="pro")).returncode == 0
+    ok = tenant_admin.create(key("fits", ns, tier="pro", rotation={"interval": "1h", "gracePeriod": "7d"}))
+    assert ok.returncode == 0, ok.stderr
+    # Downgrade: the key stays, raising anything is refused, lowering and revoking still work.
+    assert kube.apply(plan(ns, tier="starter")).returncode == 0
+    raised = tenant_admin.kubectl("patch", "tak", "fits", "--type=merge", "-p", '{"spec":{"rateLimit":200}}')
+    assert raised.returncode != 0 and "spec.rateLimit: 200 exceeds" in raised.stderr, raised.stderr
+    renamed = tenant_admin.kubectl("patch", "tak", "fits", "--type=merge", "-p", '{"spec":{"displayName":"renamed"}}')
+    assert renamed.returncode == 0, renamed.stderr
+    lowered = tenant_admin.kubectl("patch", "tak", "fits", "--type=merge", "-p", '{"spec":{"tier":"starter"}}')
+    assert lowered.returncode == 0, lowered.stderr
+    back_up = tenant_admin.kubectl("patch", "tak", "fits", "--type=merge", "-p", '{"spec":{"tier":"pro"}}')
+    assert back_up.returncode != 0 and "spec.tier: pro is above the starter plan" in back_up.stderr
+
+
+def test_raising_an_existing_key_through_edit_is_refused(kube: Kube, tenant_admin: TenantAdmin) -> None:
+    ns = tenant_admin.namespace
+    assert kube.apply(plan(ns)).returncode == 0
+    assert tenant_admin.create(key("mine", ns)).returncode == 0
+    for patch, field in [
+        ({"tier": "enterprise"}, "spec.tier"),
+        ({"rotation": {"interval": "10s"}}, "spec.rotation.interval"),
+        ({"rotation": {"gracePeriod": "90d"}}, "spec.rotation.gracePeriod"),
+    ]:
+        stored = kube.get_key(ns, "mine")
+        edited = with_spec({k: stored[k] for k in ("apiVersion", "kind", "metadata", "spec")}, **patch)
+        result = tenant_admin.kubectl("replace", "-f", "-", input=yaml.safe_dump(edited))
+        assert result.returncode != 0 and f"{field}: " in result.stderr, (field, result.stderr)
+    assert kube.get_key(ns, "mine")["spec"]["tier"] == "starter"
+
+
+def test_the_tenant_cannot_touch_its_plan_or_the_policy(kube: Kube, tenant_admin: TenantAdmin) -> None:
+    ns = tenant_admin.namespace
+    assert kube.apply(plan(ns)).returncode == 0
+    shown = tenant_admin.kubectl("get", "tenantplan", "plan", "-o", "jsonpath={.spec.tier}")
+    assert shown.returncode == 0 and shown.stdout == "starter", "the tenant may read its plan"
+    attempts = [
+        ("patch", "tenantplan", "plan", "--type=merge", "-p", '{"spec":{"tier":"enterprise"}}'),
+        ("delete", "tenantplan", "plan"),
+        ("delete", "validatingadmissionpolicybinding", admission.POLICY_NAME),
+        ("delete", "validatingadmissionpolicy", admission.POLICY_NAME),
+    ]
+    for attempt in attempts:
+        result = tenant_admin.kubectl(*attempt)
+        assert result.returncode != 0 and "forbidden" in result.stderr.lower(), (attempt, result.stderr)
+    other = plan(ns, tier="enterprise")
+    other["metadata"]["name"] = "mine"
+    created = tenant_admin.create(other)
+    assert created.returncode != 0 and "forbidden" in created.stderr.lower()
+    assert kube.custom.get_namespaced_custom_object(v.GROUP, v.VERSION, ns, v.PLAN_PLURAL, "plan")["spec"] == {
+        "tier": "starter"
+    }
+
+
+def test_a_plan_must_be_named_plan(kube: Kube, tenant: str) -> None:
+    misnamed = plan(tenant)
+    misnamed["metadata"]["name"] = "acme-plan"
+    result = kube.apply(misnamed)
+    assert result.returncode != 0 and "must be named 'plan'" in result.stderr, result.stderr
