@@ -20,6 +20,7 @@ import datetime as dt
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,95 +114,104 @@ class Runtime:
 
 
 def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+    """Every handler of the operator, registered on a registry of its own."""
     registry = kopf.OperatorRegistry()
-
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # In a pod: the ServiceAccount; elsewhere: $KUBECONFIG (set from PMKEYS_KUBECONFIG).
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-
-    @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        configure_kopf(settings, memo.operator_settings)
-        runtime = Runtime.create(memo.operator_settings)
-        runtime.tasks.append(asyncio.create_task(runtime.scheduler.run()))
-        ours: OperatorSettings = memo.operator_settings
-        runtime.tasks.append(
-            asyncio.create_task(
-                retention.run(
-                    runtime.store,
-                    lambda: runtime.kube.list_key_uids(ours.namespaces),
-                    namespaces=ours.namespaces,
-                    retention_days=ours.retention_days,
-                    orphan_min_age=ours.orphan_min_age_seconds,
-                    every_seconds=ours.retention_sweep_seconds,
-                )
-            )
-        )
-        memo.runtime = runtime
-
-    @kopf.on.probe(id="scheduled", registry=registry)
-    def scheduled(memo: kopf.Memo, **_: Any) -> int:
-        """Objects with a pending timer: shown by the liveness endpoint."""
-        return len(memo.runtime.scheduler)
-
-    @kopf.on.cleanup(registry=registry)
-    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        with contextlib.suppress(AttributeError):
-            memo.runtime.close()
-
-    @kopf.on.event(*RESOURCE, registry=registry)
-    async def key_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        """First sight of an object (creation or operator start), or a change of what it asks for."""
-        runtime: Runtime = memo.runtime
-        body = event["object"]
-        if event["type"] == "DELETED":
-            runtime.scheduler.cancel(body["metadata"]["uid"])
-            runtime.reconciler.forget(body["metadata"]["uid"])
-            return
-        if body["metadata"].get("deletionTimestamp"):
-            return
-        if runtime.asks_for_something_new(body):
-            await runtime.reconcile(body)
-
-    @kopf.on.event("v1", "namespaces", registry=registry)
-    async def namespace_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        """Keep the namespace → tenant map current, so reconciles need not read namespaces."""
-        runtime: Runtime = memo.runtime
-        meta = event["object"]["metadata"]
-        tenant = None if event["type"] == "DELETED" else (meta.get("labels") or {}).get(v.TENANT_LABEL)
-        known = meta["name"] in runtime.kube.tenants
-        changed = runtime.kube.tenants.get(meta["name"]) != tenant
-        runtime.kube.tenants[meta["name"]] = tenant
-        if known and changed:
-            for namespace, name, uid in runtime.reconciler.memories.refused_in(meta["name"]):
-                runtime.poke(ObjectRef(namespace, name, uid))
-
-    @kopf.on.delete(*RESOURCE, registry=registry)
-    async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        runtime: Runtime = memo.runtime
-        runtime.scheduler.cancel(body["metadata"]["uid"])
-        try:
-            await runtime.reconciler.finalize(body)
-        except Exception as exc:
-            raise kopf.TemporaryError(f"could not revoke keys yet: {exc}", delay=10) from None
-
-    @kopf.on.event("v1", "secrets", labels={v.MANAGED_BY_LABEL: v.MANAGED_BY_VALUE}, registry=registry)
-    async def secret_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        """A managed Secret was deleted or edited by someone else: reconcile its owner."""
-        runtime: Runtime = memo.runtime
-        obj = event["object"]
-        meta = obj.get("metadata", {})
-        owner = next((r for r in meta.get("ownerReferences", []) if r.get("kind") == v.KIND), None)
-        if owner is None or event["type"] not in ("DELETED", "MODIFIED"):
-            return
-        memory = runtime.reconciler.memories.peek(owner["uid"])
-        ours = memory is not None and memory.written_secret == meta.get("resourceVersion")
-        if event["type"] == "MODIFIED" and ours:
-            return
-        runtime.poke(ObjectRef(meta["namespace"], owner["name"], owner["uid"]))
-
+    kopf.on.login(registry=registry)(login)
+    kopf.on.startup(registry=registry)(startup)
+    kopf.on.probe(id="scheduled", registry=registry)(scheduled)
+    kopf.on.cleanup(registry=registry)(cleanup)
+    kopf.on.event(*RESOURCE, registry=registry)(key_changed)
+    kopf.on.event("v1", "namespaces", registry=registry)(namespace_changed)
+    kopf.on.delete(*RESOURCE, registry=registry)(finalize)
+    kopf.on.event("v1", "secrets", labels={v.MANAGED_BY_LABEL: v.MANAGED_BY_VALUE}, registry=registry)(secret_changed)
     return registry
+
+
+# -- operator lifecycle ------------------------------------------------------------------------
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # In a pod: the ServiceAccount; elsewhere: $KUBECONFIG (set from PMKEYS_KUBECONFIG).
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    configure_kopf(settings, memo.operator_settings)
+    runtime = Runtime.create(memo.operator_settings)
+    runtime.tasks.append(asyncio.create_task(runtime.scheduler.run()))
+    runtime.tasks.append(asyncio.create_task(housekeeping(runtime, memo.operator_settings)))
+    memo.runtime = runtime
+
+
+def housekeeping(runtime: Runtime, ours: OperatorSettings) -> Coroutine[Any, Any, None]:
+    """The retention and orphan sweep over every record (see :mod:`pmkeys.reconcile.retention`)."""
+    return retention.run(
+        runtime.store,
+        lambda: runtime.kube.list_key_uids(ours.namespaces),
+        namespaces=ours.namespaces,
+        retention_days=ours.retention_days,
+        orphan_min_age=ours.orphan_min_age_seconds,
+        every_seconds=ours.retention_sweep_seconds,
+    )
+
+
+def scheduled(memo: kopf.Memo, **_: Any) -> int:
+    """Objects with a pending timer: shown by the liveness endpoint."""
+    return len(memo.runtime.scheduler)
+
+
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    with contextlib.suppress(AttributeError):
+        memo.runtime.close()
+
+
+# -- watches -----------------------------------------------------------------------------------
+async def key_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """First sight of an object (creation or operator start), or a change of what it asks for."""
+    runtime: Runtime = memo.runtime
+    body = event["object"]
+    if event["type"] == "DELETED":
+        runtime.scheduler.cancel(body["metadata"]["uid"])
+        runtime.reconciler.forget(body["metadata"]["uid"])
+        return
+    if body["metadata"].get("deletionTimestamp"):
+        return
+    if runtime.asks_for_something_new(body):
+        await runtime.reconcile(body)
+
+
+async def namespace_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the namespace → tenant map current, so reconciles need not read namespaces."""
+    runtime: Runtime = memo.runtime
+    meta = event["object"]["metadata"]
+    tenant = None if event["type"] == "DELETED" else (meta.get("labels") or {}).get(v.TENANT_LABEL)
+    known = meta["name"] in runtime.kube.tenants
+    changed = runtime.kube.tenants.get(meta["name"]) != tenant
+    runtime.kube.tenants[meta["name"]] = tenant
+    if known and changed:
+        for namespace, name, uid in runtime.reconciler.memories.refused_in(meta["name"]):
+            runtime.poke(ObjectRef(namespace, name, uid))
+
+
+async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime = memo.runtime
+    runtime.scheduler.cancel(body["metadata"]["uid"])
+    try:
+        await runtime.reconciler.finalize(body)
+    except Exception as exc:
+        raise kopf.TemporaryError(f"could not revoke keys yet: {exc}", delay=10) from None
+
+
+async def secret_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A managed Secret was deleted or edited by someone else: reconcile its owner."""
+    runtime: Runtime = memo.runtime
+    meta = event["object"].get("metadata", {})
+    owner = next((r for r in meta.get("ownerReferences", []) if r.get("kind") == v.KIND), None)
+    if owner is None or event["type"] not in ("DELETED", "MODIFIED"):
+        return
+    memory = runtime.reconciler.memories.peek(owner["uid"])
+    ours = memory is not None and memory.written_secret == meta.get("resourceVersion")
+    if event["type"] == "MODIFIED" and ours:
+        return
+    runtime.poke(ObjectRef(meta["namespace"], owner["name"], owner["uid"]))
 
 
 class NoDiffBase(kopf.DiffBaseStorage):  # type: ignore[misc]
