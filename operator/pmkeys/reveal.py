@@ -16,6 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from pmkeys.api import vocabulary as v
+from pmkeys.tenantapikey import format_time
 
 
 class AlreadyRevealed(Exception):
@@ -49,7 +50,7 @@ def reveal_once(core: client.CoreV1Api, namespace: str, secret_name: str) -> Rev
             f"{annotations[v.REVEALED_ANNOTATION]}; rotate it to get a new one"
         )
     key_id = annotations.get(v.KEY_ID_ANNOTATION, "")
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = format_time(dt.datetime.now(dt.UTC))
     patch = {
         "metadata": {
             "resourceVersion": secret.metadata.resource_version,

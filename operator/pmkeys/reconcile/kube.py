@@ -21,6 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from pmkeys.api import vocabulary as v
+from pmkeys.tenantapikey import TenantApiKeys
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class KubeApi:
     def __init__(self, api: client.ApiClient, *, threads: int = 8) -> None:
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
+        self.keys = TenantApiKeys(api)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="kube")
         self.component = "pmkeys-operator"
         #: namespace → tenant label, kept current by a namespace watch; read-through on a miss.
@@ -57,9 +58,7 @@ class KubeApi:
     # -- TenantApiKeys -------------------------------------------------------------------
     async def get_key_object(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return await self._call(
-                lambda: self.custom.get_namespaced_custom_object(v.GROUP, v.VERSION, namespace, v.PLURAL, name)
-            )
+            return await self._call(lambda: self.keys.get(namespace, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -67,23 +66,15 @@ class KubeApi:
 
     async def list_key_uids(self, namespaces: list[str]) -> set[str]:
         """The uids of every TenantApiKey in ``namespaces`` (all namespaces if empty)."""
-        if not namespaces:
-            listing = await self._call(lambda: self.custom.list_cluster_custom_object(v.GROUP, v.VERSION, v.PLURAL))
-            return {item["metadata"]["uid"] for item in listing["items"]}
         uids: set[str] = set()
-        for ns in namespaces:
-            listing = await self._call(
-                partial(self.custom.list_namespaced_custom_object, v.GROUP, v.VERSION, ns, v.PLURAL)
-            )
-            uids |= {item["metadata"]["uid"] for item in listing["items"]}
+        where: list[str | None] = [*namespaces] or [None]
+        for ns in where:
+            items = await self._call(partial(self.keys.list, ns))
+            uids |= {item["metadata"]["uid"] for item in items}
         return uids
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self._write(
-            lambda: self.custom.patch_namespaced_custom_object_status(
-                v.GROUP, v.VERSION, namespace, v.PLURAL, name, {"status": status}, _preload_content=False
-            )
-        )
+        await self._write(lambda: self.keys.patch_status(namespace, name, status, _preload_content=False))
 
     # -- namespaces ----------------------------------------------------------------------
     async def namespace_tenant(self, namespace: str) -> str | None:

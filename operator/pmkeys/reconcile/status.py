@@ -14,12 +14,13 @@ from typing import Any
 
 from pmkeys.api.model import Condition, TenantApiKeyStatus
 from pmkeys.api.vocabulary import ConditionType, Phase, Reason
+from pmkeys.tenantapikey import format_time
 
 
 def iso(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(value)
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,21 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from pmkeys.api import vocabulary as v
-from pmkeys.api.vocabulary import Phase
 from pmkeys.reveal import AlreadyRevealed, NotIssuedYet, reveal_once
+from pmkeys.tenantapikey import (
+    Refusal,
+    TenantApiKey,
+    TenantApiKeys,
+    reveal_refusal,
+    revoke_needed,
+    revoke_patch,
+    rotate_patch,
+    rotate_refusal,
+)
 from pmkeys.ui.errors import FieldError, UiError, from_api_exception, unavailable
 from pmkeys.ui.identity import REQUEST_TIMEOUT, Access, User
 from pmkeys.ui.schemas import EventView, GracePeriod, KeyCreate, KeyView, RegenerateResult, RevealedKey
-from pmkeys.ui.views import build_manifest, event_views, issued, key_view
+from pmkeys.ui.views import build_manifest, event_views, key_view
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,7 +56,7 @@ class TenantKeys:
         self.access = access
         self.namespace = access.namespace
         self.user = user
-        self._custom = client.CustomObjectsApi(api)
+        self._keys = TenantApiKeys(api, timeout=REQUEST_TIMEOUT)
         self._core = client.CoreV1Api(api)
 
     def _what(self, name: str) -> str:
@@ -55,25 +64,15 @@ class TenantKeys:
 
     # -- reading ------------------------------------------------------------------------
     def raw(self, name: str) -> dict[str, Any]:
-        return _call(
-            lambda: self._custom.get_namespaced_custom_object(
-                v.GROUP, v.VERSION, self.namespace, v.PLURAL, name, _request_timeout=REQUEST_TIMEOUT
-            ),
-            what=self._what(name),
-        )
+        return _call(lambda: self._keys.get(self.namespace, name), what=self._what(name))
 
     def get(self, name: str) -> KeyView:
         return key_view(self.raw(name))
 
     def all(self) -> list[KeyView]:
         """Every key of the namespace, revoked ones last."""
-        listing = _call(
-            lambda: self._custom.list_namespaced_custom_object(
-                v.GROUP, v.VERSION, self.namespace, v.PLURAL, _request_timeout=REQUEST_TIMEOUT
-            ),
-            what=f"the keys of namespace {self.namespace}",
-        )
-        views = [key_view(item) for item in listing.get("items", [])]
+        listing = _call(lambda: self._keys.list(self.namespace), what=f"the keys of namespace {self.namespace}")
+        views = [key_view(item) for item in listing]
         return sorted(views, key=lambda k: (k.revoked, k.name))
 
     def events(self, name: str, *, uid: str = "") -> list[EventView]:
@@ -91,22 +90,12 @@ class TenantKeys:
     # -- changing -----------------------------------------------------------------------
     def create(self, request: KeyCreate) -> KeyView:
         manifest = build_manifest(request, namespace=self.namespace, tenant=self.access.tenant)
-        created = _call(
-            lambda: self._custom.create_namespaced_custom_object(
-                v.GROUP, v.VERSION, self.namespace, v.PLURAL, manifest, _request_timeout=REQUEST_TIMEOUT
-            ),
-            what=self._what(request.name),
-        )
+        created = _call(lambda: self._keys.create(self.namespace, manifest), what=self._what(request.name))
         logger.info("%s created %s", self.user.username, self._what(request.name))
         return key_view(created)
 
     def _patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return _call(
-            lambda: self._custom.patch_namespaced_custom_object(
-                v.GROUP, v.VERSION, self.namespace, v.PLURAL, name, body, _request_timeout=REQUEST_TIMEOUT
-            ),
-            what=self._what(name),
-        )
+        return _call(lambda: self._keys.patch(self.namespace, name, body), what=self._what(name))
 
     def regenerate(self, name: str, grace: GracePeriod) -> RegenerateResult:
         """Ask the operator for a new key now; the current one keeps working for ``grace``.
@@ -123,35 +112,14 @@ class TenantKeys:
         return self._regenerate_once(name, grace)
 
     def _regenerate_once(self, name: str, grace: GracePeriod) -> RegenerateResult:
-        obj = self.raw(name)
-        view = key_view(obj)
-        previous = self._check_regenerable(view)
-        counter = view.rotation.counter + 1
-        patch = {
-            "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
-            "spec": {"rotation": {"counter": counter, "gracePeriod": grace}},
-        }
-        patched = self._patch(name, patch)
+        key = TenantApiKey.from_object(self.raw(name))
+        _refuse(rotate_refusal(key))
+        assert key.key_id is not None
+        patched = self._patch(name, rotate_patch(key, grace=grace))
         logger.info("%s regenerated %s (grace %s)", self.user.username, self._what(name), grace)
-        return RegenerateResult(previous_key_id=previous, counter=counter, grace_period=grace, key=key_view(patched))
-
-    def _check_regenerable(self, view: KeyView) -> str:
-        """The current key id, or a 409 saying why this key cannot be regenerated now."""
-        if view.revoked or view.phase == Phase.REVOKED:
-            raise UiError(
-                409, "revoked", f"{self._what(view.name)} is revoked; revocation is final, create a new key instead"
-            )
-        if view.phase == Phase.EXPIRED:
-            raise UiError(
-                409, "expired", f"{self._what(view.name)} has expired; move expiresAt later or create a new key"
-            )
-        if not view.key_id:
-            raise UiError(409, "not_issued", f"{self._what(view.name)} has not been issued yet")
-        if view.rotation.counter > view.rotation.observed_counter:
-            raise UiError(
-                409, "rotation_pending", f"{self._what(view.name)} is already being regenerated; wait for the new key"
-            )
-        return view.key_id
+        return RegenerateResult(
+            previous_key_id=key.key_id, counter=key.counter + 1, grace_period=grace, key=key_view(patched)
+        )
 
     def revoke(self, name: str, confirm: str) -> KeyView:
         if confirm != name:
@@ -161,24 +129,20 @@ class TenantKeys:
                 "type the key's name to confirm the revocation",
                 [FieldError("confirm", f'type "{name}" exactly to confirm')],
             )
-        current = self.get(name)
-        if current.revoked:
-            return current
-        revoked = self._patch(name, {"spec": {"revoked": True}})
+        current = self.raw(name)
+        if not revoke_needed(TenantApiKey.from_object(current)):
+            return key_view(current)
+        revoked = self._patch(name, revoke_patch())
         logger.info("%s revoked %s", self.user.username, self._what(name))
         return key_view(revoked)
 
     def reveal(self, name: str) -> RevealedKey:
         """The plaintext key, once; 409 when it was shown before or is not there yet."""
-        view = self.get(name)
-        if view.revoked or view.phase in (Phase.REVOKED, Phase.EXPIRED):
-            raise UiError(
-                409, "revoked", f"{self._what(name)} no longer works ({view.phase}); there is nothing to show"
-            )
-        if not issued(view):
-            raise UiError(409, "not_issued", f"{self._what(name)} has not been issued yet; try again in a moment")
-        assert view.secret_name is not None
-        secret = view.secret_name
+        obj = self.raw(name)
+        key = TenantApiKey.from_object(obj)
+        _refuse(reveal_refusal(key))
+        assert key.secret_name is not None
+        secret = key.secret_name
         try:
             revealed = _call(lambda: reveal_once(self._core, self.namespace, secret), what=f"the Secret of {name}")
         except AlreadyRevealed:
@@ -191,5 +155,13 @@ class TenantKeys:
             raise UiError(409, "not_issued", f"{self._what(name)} has not been issued yet") from None
         logger.info("%s revealed %s (key id %s)", self.user.username, self._what(name), revealed.key_id)
         return RevealedKey(
-            key_id=revealed.key_id or view.key_id or "", api_key=revealed.plaintext, environment=view.environment
+            key_id=revealed.key_id or key.key_id or "",
+            api_key=revealed.plaintext,
+            environment=key_view(obj).environment,
         )
+
+
+def _refuse(refusal: Refusal | None) -> None:
+    """A rule's refusal as the API's 409, with the rule's code."""
+    if refusal is not None:
+        raise UiError(409, str(refusal.code), refusal.message)

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from pmkeys.api import vocabulary as v
 from pmkeys.api.model import TenantApiKeySpec, TenantApiKeyStatus
 from pmkeys.api.vocabulary import TIER_RATE_LIMITS, Phase, Tier
+from pmkeys.tenantapikey import TenantApiKey, format_time, is_issued, parse_time
 from pmkeys.ui.schemas import (
     ConditionView,
     EventView,
@@ -26,13 +27,6 @@ from pmkeys.ui.schemas import (
     RotationView,
     UsageView,
 )
-
-#: Phases in which the key in the Secret is usable and may be revealed.
-ISSUED_PHASES = frozenset({Phase.ACTIVE, Phase.ROTATING})
-
-
-def rfc3339(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def build_manifest(request: KeyCreate, *, namespace: str, tenant: str) -> dict[str, Any]:
@@ -49,7 +43,7 @@ def build_manifest(request: KeyCreate, *, namespace: str, tenant: str) -> dict[s
     if request.rate_limit is not None:
         spec["rateLimit"] = request.rate_limit
     if request.expires_at is not None:
-        spec["expiresAt"] = rfc3339(request.expires_at)
+        spec["expiresAt"] = format_time(request.expires_at)
     return {
         "apiVersion": v.API_VERSION,
         "kind": v.KIND,
@@ -75,50 +69,33 @@ def _status(raw: dict[str, Any]) -> TenantApiKeyStatus:
 def _created(meta: dict[str, Any], status: TenantApiKeyStatus) -> dt.datetime | None:
     if status.created_at is not None:
         return status.created_at
-    stamp = meta.get("creationTimestamp")
-    try:
-        return dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
-    except ValueError:
-        return None
+    return parse_time(meta.get("creationTimestamp"))
 
 
 def key_view(obj: dict[str, Any]) -> KeyView:
+    """The API's and the pages' view of one object. What the rules read (phase, revoked, key,
+    Secret, rotation counters) comes from :class:`~pmkeys.tenantapikey.TenantApiKey`, the same
+    reading the plugin uses."""
     meta = obj.get("metadata") or {}
-    raw_spec = obj.get("spec") or {}
-    spec = _spec(raw_spec)
     status = _status(obj.get("status") or {})
-    tier = spec.tier if spec else Tier(raw_spec.get("tier", Tier.STARTER))
-    ready = next((c.status == "True" for c in status.conditions if c.type == v.ConditionType.READY), False)
-    rotation = spec.rotation if spec else None
+    key = TenantApiKey.from_object(obj)
     return KeyView(
-        name=meta.get("name", ""),
-        namespace=meta.get("namespace", ""),
+        name=key.name,
+        namespace=key.namespace,
         uid=meta.get("uid", ""),
-        tenant=spec.tenant if spec else str(raw_spec.get("tenant", "")),
-        display_name=spec.display_name if spec else "",
-        environment=spec.environment if spec else v.Environment.LIVE,
-        scopes=list(spec.scopes) if spec else [],
-        tier=tier,
-        rate_limit=status.effective_rate_limit or (spec.effective_rate_limit if spec else TIER_RATE_LIMITS[tier]),
-        phase=status.phase,
+        **_spec_fields(obj.get("spec") or {}, status),
+        phase=key.phase,
         message=status.message,
-        ready=ready,
-        revoked=bool(spec and spec.revoked),
-        key_id=status.key_id,
-        display_prefix=status.display_prefix,
-        secret_name=status.secret_name,
+        ready=any(c.status == "True" for c in status.conditions if c.type == v.ConditionType.READY),
+        revoked=key.revoked,
+        key_id=key.key_id,
+        display_prefix=key.display_prefix,
+        secret_name=key.secret_name,
         created_at=_created(meta, status),
         last_rotated_at=status.last_rotated_at,
         next_rotation_at=status.next_rotation_at,
-        expires_at=status.expires_at or (spec.expires_at if spec else None),
         usage=UsageView(
             requests=status.usage.requests, errors=status.usage.errors, last_used_at=status.usage.last_used_at
-        ),
-        rotation=RotationView(
-            interval=rotation.interval if rotation else "0",
-            grace_period=rotation.grace_period if rotation else "24h",
-            counter=rotation.counter if rotation else 0,
-            observed_counter=status.rotation.observed_counter,
         ),
         previous_keys=[
             PreviousKeyView(key_id=p.key_id, display_prefix=p.display_prefix, not_after=p.not_after)
@@ -132,9 +109,40 @@ def key_view(obj: dict[str, Any]) -> KeyView:
     )
 
 
+def _spec_fields(raw: dict[str, Any], status: TenantApiKeyStatus) -> dict[str, Any]:
+    """The spec's part of the view; a spec the model refuses still shows its tenant and tier."""
+    spec = _spec(raw)
+    if spec is None:
+        tier = Tier(raw.get("tier", Tier.STARTER))
+        return {
+            "tenant": str(raw.get("tenant", "")),
+            "tier": tier,
+            "rate_limit": status.effective_rate_limit or TIER_RATE_LIMITS[tier],
+            "expires_at": status.expires_at,
+            "rotation": RotationView(observed_counter=status.rotation.observed_counter),
+        }
+    rotation = spec.rotation
+    return {
+        "tenant": spec.tenant,
+        "display_name": spec.display_name,
+        "environment": spec.environment,
+        "scopes": list(spec.scopes),
+        "tier": spec.tier,
+        "rate_limit": status.effective_rate_limit or spec.effective_rate_limit,
+        "expires_at": status.expires_at or spec.expires_at,
+        "rotation": RotationView(
+            interval=rotation.interval,
+            grace_period=rotation.grace_period,
+            counter=rotation.counter,
+            observed_counter=status.rotation.observed_counter,
+        ),
+    }
+
+
 def issued(view: KeyView) -> bool:
-    """The operator has put a usable key in the Secret and said so in status."""
-    return view.phase in ISSUED_PHASES and bool(view.key_id and view.secret_name) and not view.revoked
+    """The operator has put a usable key in the Secret and said so in status (the rule of
+    :attr:`pmkeys.tenantapikey.TenantApiKey.issued`)."""
+    return is_issued(phase=view.phase, key_id=view.key_id, secret_name=view.secret_name, revoked=view.revoked)
 
 
 def matches(view: KeyView, *, name: str = "", phase: Phase | None = None) -> bool:
