@@ -37,7 +37,25 @@ def _convert(node: Any, defs: dict[str, Any], *, with_defaults: bool) -> Any:
         return [_convert(item, defs, with_defaults=with_defaults) for item in node]
     if not isinstance(node, dict):
         return node
-    node = dict(node)
+    node = _flatten(dict(node), defs, with_defaults=with_defaults)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP:
+            continue
+        if key == "properties":
+            out[key] = {name: _convert(prop, defs, with_defaults=with_defaults) for name, prop in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = _convert(value, defs, with_defaults=with_defaults)
+        else:
+            out[key] = value
+    if out.get("type") == "object" and "properties" in out and with_defaults:
+        _default_nested_objects(out)
+    return out
+
+
+def _flatten(node: dict[str, Any], defs: dict[str, Any], *, with_defaults: bool) -> dict[str, Any]:
+    """One schema node without what structural schemas cannot say: an ``anyOf`` with null
+    reduced to its one other branch, ``$ref`` inlined, ``const`` as a one-value enum."""
     if "anyOf" in node:
         branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
         if len(branches) != 1:
@@ -52,19 +70,7 @@ def _convert(node: Any, defs: dict[str, Any], *, with_defaults: bool) -> Any:
         node["enum"] = [node.pop("const")]
     if not with_defaults:
         node.pop("default", None)
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key in _DROP:
-            continue
-        if key == "properties":
-            out[key] = {name: _convert(prop, defs, with_defaults=with_defaults) for name, prop in value.items()}
-        elif key in ("items", "additionalProperties") and isinstance(value, dict):
-            out[key] = _convert(value, defs, with_defaults=with_defaults)
-        else:
-            out[key] = value
-    if out.get("type") == "object" and "properties" in out and with_defaults:
-        _default_nested_objects(out)
-    return out
+    return node
 
 
 def _default_nested_objects(node: dict[str, Any]) -> None:
