@@ -17,6 +17,7 @@ from redis import asyncio as aioredis
 from pmkeys.config import VerifierSettings
 from pmkeys.kubeclient import api_client
 from pmkeys.verify.gcra import LocalLimiter
+from pmkeys.verify.possession import RedisReceipts
 from pmkeys.verify.ratelimit import RedisHealth, SharedLimiter, connect
 from pmkeys.verify.usage import SharedUsage, StatusWriter, UsageCounter, UsageFlusher
 from pmkeys.verify.watching import Listener, ObjectWatch
@@ -30,6 +31,7 @@ class Redis:
     health: RedisHealth
     limiter: SharedLimiter
     usage: SharedUsage
+    receipts: RedisReceipts
 
     @classmethod
     def connect(cls, settings: VerifierSettings, *, local: LocalLimiter) -> Redis:
@@ -39,7 +41,8 @@ class Redis:
         limiter = SharedLimiter(
             redis, prefix=settings.redis_prefix, policy=settings.redis_failure_policy, local=local, health=health
         )
-        return cls(redis, health, limiter, SharedUsage(redis, prefix=settings.redis_prefix, health=health))
+        usage = SharedUsage(redis, prefix=settings.redis_prefix, health=health)
+        return cls(redis, health, limiter, usage, RedisReceipts(redis, prefix=settings.redis_prefix, health=health))
 
 
 @dataclass

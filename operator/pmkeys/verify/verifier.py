@@ -17,11 +17,13 @@ does well over 100,000 per second (``bench/verify.py``). Everything slow happens
 * **Vault** is read on a miss, and concurrent misses for one key share one read
   (single-flight). A failed read answers 503 ``vault_unavailable`` and is not cached; cached
   keys keep working while Vault is down.
-* **bcrypt** checks the key against its record once per key per process: finding the record
-  by digest already needs the key, and bcrypt is the defence in depth DESIGN.md asks for (a
-  record is trusted only if the presented key matches its hash). Its result is remembered by
-  ``(digest, hash)``, so a cache invalidation costs a Vault read, not another bcrypt. The pool is
-  bounded: beyond its queue the answer is 503 ``busy``, never an unbounded queue.
+* **bcrypt** checks the key against its record once per key for the whole fleet
+  (:mod:`~pmkeys.verify.possession`: the verifier that ran it leaves a receipt in Redis that
+  other processes check instead): finding the record by digest already needs the key, and
+  bcrypt is the defence in depth DESIGN.md asks for (a record is trusted only if the presented
+  key matches its hash). Its result is remembered by ``(digest, hash)``, so a cache
+  invalidation costs a Vault read, not another bcrypt. The pool is bounded: beyond its queue
+  the answer is 503 ``busy``, never an unbounded queue.
 * **Unknown digests** are cached as negatives for ``negative_ttl``; **failures** (malformed,
   unknown, revoked, expired) are limited per client with a GCRA at
   ``failed_attempts_per_minute``: a client over it gets 429 for any key this process has not
@@ -75,6 +77,7 @@ from pmkeys.verify.gcra import LocalLimiter
 from pmkeys.verify.metrics import Stats, observe_vault
 from pmkeys.verify.objects import ObjectIndex
 from pmkeys.verify.peppers import Peppers
+from pmkeys.verify.possession import Possession
 from pmkeys.verify.ratelimit import RedisHealth, SharedLimiter
 from pmkeys.verify.usage import UsageCounter, UsageFlusher
 from pmkeys.verify.watching import ObjectFacts, ObjectWatch
@@ -113,8 +116,8 @@ class Verifier:
         self._entries = self._cache.entries
         self._peppers = Peppers(store)
         self._flights: SingleFlight[Entry | Outcome] = SingleFlight()
-        #: digest → the bcrypt hash this key was checked against (bcrypt once per key).
-        self._checked: dict[str, str] = {}
+        #: bcrypt once per key for the whole fleet (receipts in Redis when there is one).
+        self.possession = Possession(receipts=redis.receipts if redis else None)
         self._objects = ObjectIndex()
         self._local = local or LocalLimiter()
         self._failures = LocalLimiter()
@@ -239,27 +242,26 @@ class Verifier:
         if found is None:
             self._cache.put_negative(primary, now)
             return Outcome.UNKNOWN
-        record_digest, record = found
+        record_digest, record, pepper = found
         revoked = self._objects.revoked(record.uid)
         usable = not revoked and record.usable_at(dt.datetime.now(dt.UTC))
-        if usable and self._checked.get(record_digest) != record.bcrypt:
-            if not await self.hasher.check(key, record.bcrypt):
-                logger.warning("key %s: digest matched but bcrypt did not; refusing it", record.key_id)
-                self._cache.put_negative(primary, now)
-                return Outcome.UNKNOWN
-            self._checked[record_digest] = record.bcrypt
+        if usable and not await self.possession.proven(key, record_digest, record, pepper=pepper, hasher=self.hasher):
+            logger.warning("key %s: digest matched but bcrypt did not; refusing it", record.key_id)
+            self._cache.put_negative(primary, now)
+            return Outcome.UNKNOWN
         now = _monotonic_ns() // 1000
         entry = Entry.from_record(record, now=now, ttl_us=self._cache.ttl_us, revoked=revoked)
         if self._cache.unchanged_since(record.uid, epoch):
             self._cache.put(primary, entry)
         return entry
 
-    async def _find_record(self, key: str, primary: str) -> tuple[str, KeyRecord] | None:
+    async def _find_record(self, key: str, primary: str) -> tuple[str, KeyRecord, bytes] | None:
+        """The record's digest, the record and the pepper that found it."""
         for index, pepper in enumerate(self._peppers.all):
             candidate = primary if index == 0 else digest(pepper, key)
             stored = await self.store.get_record(candidate)
             if stored is not None:
-                return candidate, stored[0]
+                return candidate, stored[0], pepper.secret
         return None
 
     async def _without_pepper(self, key: str, scope: str | None, client: str | None, now: int) -> Decision:
