@@ -1,5 +1,5 @@
-"""The Lua scripts in a real Redis: GCRA agrees with the Python reference, usage counters sum
-and are taken exactly once. (No Kubernetes needed: a Redis of the module's own.)"""
+"""The Lua scripts in a real Redis: the sliding windows on Redis's own clock and under
+concurrency, usage counters sum and are taken exactly once. (No Kubernetes needed: a Redis of the module's own.)"""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pmkeys.verify.gcra import LocalLimiter, emission_interval_us
-from pmkeys.verify.ratelimit import RedisHealth, SharedLimiter, connect
+from pmkeys.verify.ratelimit import RedisHealth, SharedWindows, connect
 from pmkeys.verify.usage import SharedUsage, Tally
+from pmkeys.verify.windows import WINDOW_US, WindowLimiter
 from pmkeys_dev.redis import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -27,35 +27,42 @@ def lone_redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-async def shared(lone_redis: RedisServer) -> AsyncIterator[tuple[SharedLimiter, SharedUsage]]:
+async def shared(lone_redis: RedisServer) -> AsyncIterator[tuple[SharedWindows, SharedUsage]]:
     client = connect(lone_redis.url, timeout=1)
     health = RedisHealth()
     prefix = f"test-{id(client)}"
-    limiter = SharedLimiter(client, prefix=prefix, policy="closed", local=LocalLimiter(), health=health)
+    limiter = SharedWindows(client, prefix=prefix, policy="closed", local=WindowLimiter(), health=health)
     yield limiter, SharedUsage(client, prefix=prefix, health=health)
     await client.aclose()
 
 
-async def test_lua_gcra_matches_the_reference(shared: tuple[SharedLimiter, SharedUsage]) -> None:
+async def test_lua_windows_on_redis_clock(shared: tuple[SharedWindows, SharedUsage]) -> None:
     limiter, _ = shared
-    states = [await limiter.hit("kscript", 10, 0) for _ in range(12)]
-    assert all(s is not None for s in states)
-    assert [s.allowed for s in states if s] == [True] * 10 + [False] * 2
-    assert [s.remaining for s in states[:10] if s] == list(range(9, -1, -1))
-    t = emission_interval_us(10)
-    for n, state in enumerate(states[:10], start=1):
-        assert state is not None and n * t - 500_000 < state.reset_us <= n * t
-    refused = states[10]
-    assert refused is not None and 0 < refused.retry_us <= t and refused.retry_after == 6
+    verdicts = [await limiter.hit("kscript", 10, 0, tenant="acme") for _ in range(12)]
+    assert all(v is not None for v in verdicts)
+    assert [v.allowed for v in verdicts if v] == [True] * 10 + [False] * 2
+    assert [v.key.remaining for v in verdicts[:10] if v] == list(range(9, -1, -1))
+    refused = verdicts[10]
+    assert refused is not None and WINDOW_US - 5_000_000 < refused.retry_us <= WINDOW_US
+    assert refused.retry_after == 60 and refused.refused_by == "key"
 
 
-async def test_concurrent_hits_never_over_admit(shared: tuple[SharedLimiter, SharedUsage]) -> None:
+async def test_concurrent_hits_never_over_admit(shared: tuple[SharedWindows, SharedUsage]) -> None:
     limiter, _ = shared
-    states = await asyncio.gather(*(limiter.hit("kconcurrent", 25, 0) for _ in range(200)))
-    assert sum(1 for s in states if s and s.allowed) == 25
+    verdicts = await asyncio.gather(*(limiter.hit("kconcurrent", 25, 0, tenant="solo") for _ in range(200)))
+    assert sum(1 for v in verdicts if v and v.allowed) == 25
 
 
-async def test_usage_counters_sum_and_are_taken_once(shared: tuple[SharedLimiter, SharedUsage]) -> None:
+async def test_concurrent_keys_of_one_tenant_share_its_limit(shared: tuple[SharedWindows, SharedUsage]) -> None:
+    limiter, _ = shared
+    hits = [limiter.hit(f"k{n % 2}", 25, 0, tenant="pair", tenant_limit=30) for n in range(200)]
+    verdicts = [v for v in await asyncio.gather(*hits) if v is not None]
+    admitted = [v for v in verdicts if v.allowed]
+    assert len(admitted) == 30 and max(v.key.used for v in admitted) <= 25
+    assert {v.refused_by for v in verdicts if not v.allowed} <= {"key", "tenant"}
+
+
+async def test_usage_counters_sum_and_are_taken_once(shared: tuple[SharedWindows, SharedUsage]) -> None:
     _, usage = shared
     await usage.push({"uid-1": Tally("ns", "a", 3, 1, 100.0), "uid-2": Tally("ns", "b", 1, 0, 50.0)})
     await usage.push({"uid-1": Tally("ns", "a", 2, 0, 90.0)})
@@ -65,7 +72,7 @@ async def test_usage_counters_sum_and_are_taken_once(shared: tuple[SharedLimiter
     assert await usage.take() == {}, "taken exactly once"
 
 
-async def test_one_flusher_per_interval(shared: tuple[SharedLimiter, SharedUsage], lone_redis: RedisServer) -> None:
+async def test_one_flusher_per_interval(shared: tuple[SharedWindows, SharedUsage], lone_redis: RedisServer) -> None:
     _, first = shared
     client = connect(lone_redis.url, timeout=1)
     try:

@@ -1,9 +1,9 @@
 """Rate limits shared through Redis by several replicas, and the Redis failure policies.
 
-The limits are exact: with a limit of 10 per minute (one request every 6 s) a burst of 120
-concurrent requests spread over three replicas admits exactly 10, and after 6 s exactly one
-more. When Redis goes away, policy ``open`` falls back to each replica's own limit and policy
-``closed`` answers 503; both recover when Redis is back, and nothing crashes.
+The limits are exact: with a limit of 10 per minute a burst of 120 concurrent requests spread
+over three replicas admits exactly 10, and 6 s later none (at most 10 in any 60 seconds). When
+Redis goes away, policy ``open`` falls back to each replica's own limit and policy ``closed``
+answers 503; both recover when Redis is back, and nothing crashes.
 """
 
 from __future__ import annotations
@@ -57,14 +57,11 @@ def test_replicas_sharing_redis_admit_exactly_the_limit(
 ) -> None:
     replicas = [verifiers.start(redis=redis_server) for _ in range(3)]
     plaintext, _ = issue(kube, tenant, "shared", rateLimit=10)
-    started = time.monotonic()
     codes = asyncio.run(burst(replicas, plaintext, 120))
-    took = time.monotonic() - started
-    assert took < 6, f"the burst took {took:.1f} s, longer than one emission interval"
     assert codes == Counter({200: 10, 429: 110}), codes
-    time.sleep(6.2 - (time.monotonic() - started) % 6 if took < 6 else 0)
+    time.sleep(6)
     again = asyncio.run(burst(replicas, plaintext, 30))
-    assert again[200] == 1, f"one emission interval later exactly one more passes, got {again}"
+    assert again == Counter({429: 30}), f"10 per minute means no 11th within the minute, got {again}"
 
 
 def test_without_redis_each_replica_limits_alone(verifiers: Verifiers, kube: Kube, tenant: str) -> None:

@@ -116,7 +116,11 @@ def test_usage_survives_rotation_and_operator_status_writes(verifiers: Verifiers
 
 
 VERIFIER_RULES = [
-    {"apiGroups": ["penguinmails.io"], "resources": ["tenantapikeys"], "verbs": ["get", "list", "watch"]},
+    {
+        "apiGroups": ["penguinmails.io"],
+        "resources": ["tenantapikeys", "tenantplans"],
+        "verbs": ["get", "list", "watch"],
+    },
     {"apiGroups": ["penguinmails.io"], "resources": ["tenantapikeys/status"], "verbs": ["patch"]},
 ]
 
@@ -138,7 +142,7 @@ def verifier_kubeconfig(env: LocalEnvironment, kube: Kube, *, rules: list[dict])
 
 
 def test_the_documented_rbac_is_enough(verifiers: Verifiers, env: LocalEnvironment, kube: Kube, tenant: str) -> None:
-    """get/list/watch tenantapikeys and patch their status: watch and usage both work."""
+    """get/list/watch tenantapikeys and tenantplans, and patch their status: watch and usage both work."""
     kubeconfig = verifier_kubeconfig(env, kube, rules=VERIFIER_RULES)
     replica = verifiers.start(PMKEYS_KUBECONFIG=str(kubeconfig))
     plaintext, _ = issue(kube, tenant, "least-privilege")

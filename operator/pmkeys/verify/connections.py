@@ -1,5 +1,5 @@
 """The verifier's links beyond Vault: Redis (shared rate limits and usage, for several replicas)
-and Kubernetes (the TenantApiKey watch, usage written to status).
+and Kubernetes (the TenantApiKey and TenantPlan watches, usage written to status).
 
 Both are optional: a verifier with neither is what the tests and the benchmark build (Vault
 only, limits in memory, nothing pushed). They are built from settings here, so the pipeline in
@@ -16,11 +16,12 @@ from redis import asyncio as aioredis
 
 from pmkeys.config import VerifierSettings
 from pmkeys.kubeclient import api_client
-from pmkeys.verify.gcra import LocalLimiter
+from pmkeys.verify.plans import PlanBook, PlanWatch
 from pmkeys.verify.possession import RedisReceipts
-from pmkeys.verify.ratelimit import RedisHealth, SharedLimiter, connect
+from pmkeys.verify.ratelimit import RedisHealth, SharedWindows, connect
 from pmkeys.verify.usage import SharedUsage, StatusWriter, UsageCounter, UsageFlusher
 from pmkeys.verify.watching import Listener, ObjectWatch
+from pmkeys.verify.windows import WindowLimiter
 
 
 @dataclass
@@ -29,16 +30,16 @@ class Redis:
 
     client: aioredis.Redis
     health: RedisHealth
-    limiter: SharedLimiter
+    limiter: SharedWindows
     usage: SharedUsage
     receipts: RedisReceipts
 
     @classmethod
-    def connect(cls, settings: VerifierSettings, *, local: LocalLimiter) -> Redis:
+    def connect(cls, settings: VerifierSettings, *, local: WindowLimiter) -> Redis:
         """Connect as ``settings`` say; ``local`` is the limiter the open failure policy uses."""
         redis = connect(settings.redis_url, timeout=settings.redis_timeout)
         health = RedisHealth()
-        limiter = SharedLimiter(
+        limiter = SharedWindows(
             redis, prefix=settings.redis_prefix, policy=settings.redis_failure_policy, local=local, health=health
         )
         usage = SharedUsage(redis, prefix=settings.redis_prefix, health=health)
@@ -66,6 +67,9 @@ class Kubernetes:
 
     def watcher(self, listener: Listener) -> ObjectWatch:
         return ObjectWatch(self.api, listener, namespaces=self.namespaces, loop=asyncio.get_running_loop())
+
+    def plan_watcher(self, book: PlanBook) -> PlanWatch:
+        return PlanWatch(self.api, book, namespaces=self.namespaces, loop=asyncio.get_running_loop())
 
     def flusher(self, usage: UsageCounter, *, shared: SharedUsage | None) -> UsageFlusher:
         return UsageFlusher(usage, StatusWriter(self.api), interval=self.usage_flush_seconds, shared=shared)

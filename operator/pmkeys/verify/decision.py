@@ -27,7 +27,7 @@ class Outcome(StrEnum):
     SCOPE_MISSING = "scope_missing"
     #: 403: the gateway endpoint found no scope for the route and the policy is to deny.
     ROUTE_UNMAPPED = "route_unmapped"
-    #: 429: the key is over its per-minute limit.
+    #: 429: the key, or its tenant's keys together, are over their per-minute limit.
     RATE_LIMITED = "rate_limited"
     #: 429: this client failed too often; only keys this process already verified still pass.
     TOO_MANY_FAILURES = "too_many_failures"
@@ -68,7 +68,7 @@ MESSAGES: MappingProxyType[Outcome, str] = MappingProxyType(
         Outcome.EXPIRED: "the API key has expired",
         Outcome.SCOPE_MISSING: "the API key lacks the scope this request needs",
         Outcome.ROUTE_UNMAPPED: "no scope is configured for this route",
-        Outcome.RATE_LIMITED: "the API key is over its rate limit; retry after Retry-After seconds",
+        Outcome.RATE_LIMITED: "over the rate limit; retry after Retry-After seconds",
         Outcome.TOO_MANY_FAILURES: "too many failed attempts from this client; retry after Retry-After seconds",
         Outcome.BUSY: "the verifier is busy checking new keys; retry shortly",
         Outcome.VAULT_UNAVAILABLE: "the key store is unavailable; retry shortly",
@@ -81,10 +81,12 @@ MESSAGES: MappingProxyType[Outcome, str] = MappingProxyType(
 class Decision:
     """The answer for one request.
 
-    ``limit`` is the key's requests per minute, ``remaining`` how many more it may make right
-    now, ``reset`` the seconds until its quota is full again and ``retry_after`` the seconds to
-    wait before the next request can pass (0 when allowed). They are 0 when no limit applied
-    (the key was refused before rate limiting).
+    ``limit`` is the key's requests per minute, ``remaining`` how many more it may make in the
+    current 60-second window, ``reset`` the seconds until ``remaining`` grows, and
+    ``retry_after`` the seconds to wait before the next request can pass (0 when allowed). The
+    ``tenant_*`` fields are the same for the tenant-wide limit all the tenant's keys share (0
+    when the tenant's plan has none); ``limited_by`` says which limit refused (``key`` or
+    ``tenant``). They are 0 when no limit applied (the key was refused before rate limiting).
     """
 
     reason: Outcome
@@ -96,6 +98,10 @@ class Decision:
     remaining: int = 0
     reset: int = 0
     retry_after: int = 0
+    tenant_limit: int = 0
+    tenant_remaining: int = 0
+    tenant_reset: int = 0
+    limited_by: str = ""
     #: Extra detail for humans (which scope was missing, what was malformed); never the key.
     detail: str = ""
 
@@ -126,6 +132,12 @@ class Decision:
                 "remaining": self.remaining,
                 "reset": self.reset,
                 "retryAfter": self.retry_after,
+                "tenant": (
+                    {"limit": self.tenant_limit, "remaining": self.tenant_remaining, "reset": self.tenant_reset}
+                    if self.tenant_limit
+                    else None
+                ),
+                "limitedBy": self.limited_by or None,
             },
         }
 

@@ -10,11 +10,15 @@ Out: the identity headers gateways copy to the upstream (``X-Tenant-Id``, ``X-Ap
 the rate-limit fields of the IETF httpapi draft (draft-ietf-httpapi-ratelimit-headers, the
 structured-field form of draft 08 and later)::
 
-    RateLimit-Policy: "starter";q=60;w=60
-    RateLimit: "starter";r=41;t=19
+    RateLimit-Policy: "starter";q=60;w=60, "tenant";q=120;w=60
+    RateLimit: "starter";r=41;t=19, "tenant";r=7;t=2
 
-``q`` is the key's quota per window ``w`` (seconds), ``r`` what is left, ``t`` the seconds until
-the quota is full again. The policy is named after the key's tier.
+``q`` is the quota per window ``w`` (seconds) — at most ``q`` requests in any ``w`` seconds,
+exactly what is enforced (:mod:`pmkeys.verify.windows`) — ``r`` what is left in the current
+window, ``t`` the seconds until ``r`` grows (when the oldest request of the window leaves it).
+The key's policy is named after its tier; the second, ``"tenant"``, is the tenant-wide limit
+of the tenant's plan that all its keys share, listed only when the plan has one. A client that
+respects the smaller ``r`` of the two is never refused.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pmkeys.verify.decision import Decision, Outcome
+from pmkeys.verify.windows import WINDOW_SECONDS
 
 TENANT_HEADER = "X-Tenant-Id"
 KEY_ID_HEADER = "X-Api-Key-Id"
 SCOPES_HEADER = "X-Api-Key-Scopes"
 REASON_HEADER = "X-Pmkeys-Reason"
 API_KEY_HEADER = "X-API-Key"
-WINDOW_SECONDS = 60
+#: The name of the tenant-wide policy in the RateLimit fields.
+TENANT_POLICY = "tenant"
 REALM = "pmkeys"
 
 #: Method / path headers, in order of preference.
@@ -76,10 +82,12 @@ def rate_limit_headers(decision: Decision) -> dict[str, str]:
     if not decision.limit:
         return {}
     policy = _sf_string(decision.tier or "key")
-    return {
-        "RateLimit-Policy": f"{policy};q={decision.limit};w={WINDOW_SECONDS}",
-        "RateLimit": f"{policy};r={decision.remaining};t={decision.reset}",
-    }
+    policies = f"{policy};q={decision.limit};w={WINDOW_SECONDS}"
+    state = f"{policy};r={decision.remaining};t={decision.reset}"
+    if decision.tenant_limit:
+        policies += f', "{TENANT_POLICY}";q={decision.tenant_limit};w={WINDOW_SECONDS}'
+        state += f', "{TENANT_POLICY}";r={decision.tenant_remaining};t={decision.tenant_reset}'
+    return {"RateLimit-Policy": policies, "RateLimit": state}
 
 
 def identity_headers(decision: Decision) -> dict[str, str]:

@@ -33,7 +33,6 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from pmkeys.verify.gcra import LocalLimiter, RateState, emission_interval_us
 from pmkeys.verify.windows import LimitState, Verdict, WindowLimiter
 
 logger = logging.getLogger(__name__)
@@ -81,43 +80,6 @@ class RedisHealth:
         if self.down:
             logger.warning("Redis reachable again")
         self.down = False
-
-
-class SharedLimiter:
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        *,
-        prefix: str,
-        policy: Policy,
-        local: LocalLimiter,
-        health: RedisHealth,
-    ) -> None:
-        self.policy = policy
-        self._prefix = f"{prefix}:rl:"
-        self._local = local
-        self._health = health
-        self._script = client.register_script(lua("gcra.lua"))
-        self._outage = (
-            "limiting each replica locally (failure policy open)"
-            if policy == "open"
-            else "refusing requests with 503 (failure policy closed)"
-        )
-
-    async def hit(self, name: str, limit: int, now: int) -> RateState | None:
-        """The decision for one request; None when Redis is down and the policy is closed."""
-        if self._health.should_try():
-            try:
-                reply = await self._script(keys=[self._prefix + name], args=[emission_interval_us(limit), limit])
-            except REDIS_DOWN as exc:
-                self._health.failed(exc, what=self._outage)
-            else:
-                self._health.succeeded()
-                allowed, remaining, reset_us, retry_us = (int(x) for x in reply)
-                return RateState(bool(allowed), limit, remaining, reset_us, retry_us)
-        if self.policy == "open":
-            return self._local.hit(name, limit, now)
-        return None
 
 
 def window_keys(prefix: str, tenant: str, key_id: str) -> tuple[str, str]:

@@ -8,7 +8,7 @@ key).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,11 +26,19 @@ class VerifyRequest(BaseModel):
     )
 
 
+class TenantLimitBody(BaseModel):
+    limit: int = Field(description="Requests per minute of all the tenant's keys together (its plan).")
+    remaining: int = Field(description="Requests the tenant's keys may still make in the current 60-second window.")
+    reset: int = Field(description="Seconds until remaining grows.")
+
+
 class RateLimitBody(BaseModel):
     limit: int = Field(description="The key's requests per minute (0: no limit applied).")
-    remaining: int
-    reset: int = Field(description="Seconds until the quota is full again.")
+    remaining: int = Field(description="Requests the key may still make in the current 60-second window.")
+    reset: int = Field(description="Seconds until remaining grows.")
     retryAfter: int = Field(description="Seconds to wait before retrying (0 when allowed).")
+    tenant: TenantLimitBody | None = Field(default=None, description="The tenant-wide limit; null: the plan has none.")
+    limitedBy: Literal["key", "tenant"] | None = Field(default=None, description="Which limit refused the request.")
 
 
 class DecisionBody(BaseModel):

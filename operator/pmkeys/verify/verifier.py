@@ -11,8 +11,9 @@ The hot path, in order (DESIGN.md, "Verification")::
                     revoked / expired (401) ─► scope (403) ─► rate limit (429) ─► count usage
 
 A cached verification does no I/O and takes no lock: one parse, one HMAC, one dict lookup,
-integer comparisons, one GCRA step and its :class:`Decision` — a few microseconds, so one core
-does well over 100,000 per second (``bench/verify.py``). Everything slow happens at most once per key per cache TTL:
+integer comparisons, the key's and the tenant's sliding-window checks and the
+:class:`Decision` — a few microseconds, so one core does well over 100,000 per second
+(``bench/verify.py``). Everything slow happens at most once per key per cache TTL:
 
 * **Vault** is read on a miss, and concurrent misses for one key share one read
   (single-flight). A failed read answers 503 ``vault_unavailable`` and is not cached; cached
@@ -77,10 +78,12 @@ from pmkeys.verify.gcra import LocalLimiter
 from pmkeys.verify.metrics import Stats, observe_vault
 from pmkeys.verify.objects import ObjectIndex
 from pmkeys.verify.peppers import Peppers
+from pmkeys.verify.plans import PlanBook, PlanWatch
 from pmkeys.verify.possession import Possession
-from pmkeys.verify.ratelimit import RedisHealth, SharedLimiter
+from pmkeys.verify.ratelimit import RedisHealth, SharedWindows
 from pmkeys.verify.usage import UsageCounter, UsageFlusher
 from pmkeys.verify.watching import ObjectFacts, ObjectWatch
+from pmkeys.verify.windows import LimitState, Verdict, WindowLimiter
 
 logger = logging.getLogger(__name__)
 _monotonic_ns = time.monotonic_ns
@@ -105,7 +108,7 @@ class Verifier:
         cache_ttl: float = 30.0,
         negative_ttl: float = 5.0,
         failed_attempts_per_minute: int = 30,
-        local: LocalLimiter | None = None,
+        local: WindowLimiter | None = None,
         redis: Redis | None = None,
         kubernetes: Kubernetes | None = None,
     ) -> None:
@@ -119,16 +122,19 @@ class Verifier:
         #: bcrypt once per key for the whole fleet (receipts in Redis when there is one).
         self.possession = Possession(receipts=redis.receipts if redis else None)
         self._objects = ObjectIndex()
-        self._local = local or LocalLimiter()
+        self._local = local or WindowLimiter()
         self._failures = LocalLimiter()
+        self.plans = PlanBook()
+        self._plans = self.plans.by_namespace
         self._failure_limit = failed_attempts_per_minute
         self._usage = UsageCounter()
         self._tasks: list[asyncio.Task[None]] = []
         self._redis = redis
-        self._shared: SharedLimiter | None = redis.limiter if redis else None
+        self._shared: SharedWindows | None = redis.limiter if redis else None
         self.redis_health: RedisHealth | None = redis.health if redis else None
         self._kubernetes = kubernetes
         self.watch: ObjectWatch | None = None
+        self.plan_watch: PlanWatch | None = None
         self.flusher: UsageFlusher | None = None
         if kubernetes is not None:
             self.flusher = kubernetes.flusher(self._usage, shared=redis.usage if redis else None)
@@ -141,7 +147,7 @@ class Verifier:
         hasher = Hasher(
             cost=PRODUCTION_COST, workers=settings.bcrypt_workers or None, max_queue=settings.bcrypt_max_queue
         )
-        local = LocalLimiter()
+        local = WindowLimiter()
         return cls(
             KeyStore(VaultSession(settings.vault, observe=observe_vault)),
             hasher=hasher,
@@ -192,26 +198,34 @@ class Verifier:
         if scope is not None and scope not in entry.scopes:
             tally.errors += 1
             return self._refused_for(entry, Outcome.SCOPE_MISSING, _scope_detail(scope, entry))
-        if self._shared is None:
-            state = self._local.hit(entry.key_id, entry.rate_limit, now)
+        plan = self._plans.get(entry.namespace)
+        if plan is None:
+            key_limit, tenant_limit = entry.rate_limit, 0
         else:
-            shared = await self._shared.hit(entry.key_id, entry.rate_limit, now)
+            key_limit, tenant_limit = min(entry.rate_limit, plan.key_rate_limit), plan.tenant_rate_limit
+        if self._shared is None:
+            verdict = self._local.hit(entry.uid, key_limit, now, tenant=entry.tenant, tenant_limit=tenant_limit)
+        else:
+            shared = await self._shared.hit(entry.uid, key_limit, now, tenant=entry.tenant, tenant_limit=tenant_limit)
             if shared is None:
                 tally.errors += 1
                 return self._refusal(Outcome.LIMITER_UNAVAILABLE, retry_after=1)
-            state = shared
-        if not state.allowed:
+            verdict = shared
+        if not verdict.allowed:
             tally.errors += 1
             self.stats.outcomes[Outcome.RATE_LIMITED] += 1
             self.stats.rate_limited[entry.tier] = self.stats.rate_limited.get(entry.tier, 0) + 1
-            return Decision(
-                Outcome.RATE_LIMITED, entry.tenant, entry.key_id, entry.scope_list, entry.tier,
-                state.limit, 0, state.reset, state.retry_after,
-            )  # fmt: skip
+            return _limited(entry, verdict)
         self.stats.outcomes[Outcome.ALLOWED] += 1
+        kstate, tstate = verdict.key, verdict.tenant
+        if tstate is None:
+            return Decision(
+                Outcome.ALLOWED, entry.tenant, entry.key_id, entry.scope_list, entry.tier,
+                kstate.limit, kstate.remaining, kstate.reset,
+            )  # fmt: skip
         return Decision(
             Outcome.ALLOWED, entry.tenant, entry.key_id, entry.scope_list, entry.tier,
-            state.limit, state.remaining, state.reset,
+            kstate.limit, kstate.remaining, kstate.reset, 0, tstate.limit, tstate.remaining, tstate.reset,
         )  # fmt: skip
 
     # -- the miss path ---------------------------------------------------------------------------
@@ -328,6 +342,8 @@ class Verifier:
         if self._kubernetes is not None and self._kubernetes.watch:
             self.watch = self._kubernetes.watcher(self.object_changed)
             self.watch.start()
+            self.plan_watch = self._kubernetes.plan_watcher(self.plans)
+            self.plan_watch.start()
         if self.flusher is not None:
             self._spawn(self.flusher.run())
         self._spawn(self._housekeeping())
@@ -336,6 +352,8 @@ class Verifier:
         """Stop background work and flush pending usage once more."""
         if self.watch is not None:
             self.watch.stop()
+        if self.plan_watch is not None:
+            self.plan_watch.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -378,6 +396,7 @@ class Verifier:
         checks = {"vault": self._peppers.answered}
         if self._kubernetes is not None and self._kubernetes.watch:
             checks["watch"] = self.watch is not None and self.watch.synced
+            checks["plans"] = self.plan_watch is not None and self.plan_watch.synced
         return checks
 
     @property
@@ -391,6 +410,21 @@ class Verifier:
             "redis": None if self.redis_health is None else ("down" if self.redis_health.down else "up"),
             "watchEvents": self.watch.events if self.watch else None,
         }
+
+
+def _limited(entry: Entry, verdict: Verdict) -> Decision:
+    """The 429 for a request over the key's limit or its tenant's, saying which."""
+    key, tenant = verdict.key, verdict.tenant
+    by = verdict.refused_by or "key"
+    limit: LimitState = key if by == "key" or tenant is None else tenant
+    whose = "the key's limit" if by == "key" else "the tenant-wide limit, shared by all the tenant's keys,"
+    detail = f"{whose} is {limit.limit} requests in any 60 seconds"
+    return Decision(
+        Outcome.RATE_LIMITED, entry.tenant, entry.key_id, entry.scope_list, entry.tier,
+        key.limit, key.remaining, key.reset, verdict.retry_after,
+        tenant.limit if tenant else 0, tenant.remaining if tenant else 0, tenant.reset if tenant else 0,
+        by, detail,
+    )  # fmt: skip
 
 
 def _scope_detail(scope: str, entry: Entry) -> str:
