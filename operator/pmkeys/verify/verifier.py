@@ -75,15 +75,16 @@ from pmkeys.verify.connections import Kubernetes, Redis
 from pmkeys.verify.decision import Decision, Outcome
 from pmkeys.verify.flights import SingleFlight
 from pmkeys.verify.gcra import LocalLimiter
+from pmkeys.verify.limiting import Limits, admitted, limited
 from pmkeys.verify.metrics import Stats, observe_vault
 from pmkeys.verify.objects import ObjectIndex
 from pmkeys.verify.peppers import Peppers
 from pmkeys.verify.plans import PlanBook, PlanWatch
 from pmkeys.verify.possession import Possession
-from pmkeys.verify.ratelimit import RedisHealth, SharedWindows
+from pmkeys.verify.ratelimit import RedisHealth
 from pmkeys.verify.usage import UsageCounter, UsageFlusher
 from pmkeys.verify.watching import ObjectFacts, ObjectWatch
-from pmkeys.verify.windows import LimitState, Verdict, WindowLimiter
+from pmkeys.verify.windows import WindowLimiter
 
 logger = logging.getLogger(__name__)
 _monotonic_ns = time.monotonic_ns
@@ -122,15 +123,13 @@ class Verifier:
         #: bcrypt once per key for the whole fleet (receipts in Redis when there is one).
         self.possession = Possession(receipts=redis.receipts if redis else None)
         self._objects = ObjectIndex()
-        self._local = local or WindowLimiter()
         self._failures = LocalLimiter()
         self.plans = PlanBook()
-        self._plans = self.plans.by_namespace
         self._failure_limit = failed_attempts_per_minute
         self._usage = UsageCounter()
         self._tasks: list[asyncio.Task[None]] = []
         self._redis = redis
-        self._shared: SharedWindows | None = redis.limiter if redis else None
+        self._limits = Limits(local=local or WindowLimiter(), shared=redis.limiter if redis else None, plans=self.plans)
         self.redis_health: RedisHealth | None = redis.health if redis else None
         self._kubernetes = kubernetes
         self.watch: ObjectWatch | None = None
@@ -198,35 +197,17 @@ class Verifier:
         if scope is not None and scope not in entry.scopes:
             tally.errors += 1
             return self._refused_for(entry, Outcome.SCOPE_MISSING, _scope_detail(scope, entry))
-        plan = self._plans.get(entry.namespace)
-        if plan is None:
-            key_limit, tenant_limit = entry.rate_limit, 0
-        else:
-            key_limit, tenant_limit = min(entry.rate_limit, plan.key_rate_limit), plan.tenant_rate_limit
-        if self._shared is None:
-            verdict = self._local.hit(entry.uid, key_limit, now, tenant=entry.tenant, tenant_limit=tenant_limit)
-        else:
-            shared = await self._shared.hit(entry.uid, key_limit, now, tenant=entry.tenant, tenant_limit=tenant_limit)
-            if shared is None:
-                tally.errors += 1
-                return self._refusal(Outcome.LIMITER_UNAVAILABLE, retry_after=1)
-            verdict = shared
+        verdict = await self._limits.check(entry, now)
+        if verdict is None:
+            tally.errors += 1
+            return self._refusal(Outcome.LIMITER_UNAVAILABLE, retry_after=1)
         if not verdict.allowed:
             tally.errors += 1
             self.stats.outcomes[Outcome.RATE_LIMITED] += 1
             self.stats.rate_limited[entry.tier] = self.stats.rate_limited.get(entry.tier, 0) + 1
-            return _limited(entry, verdict)
+            return limited(entry, verdict)
         self.stats.outcomes[Outcome.ALLOWED] += 1
-        kstate, tstate = verdict.key, verdict.tenant
-        if tstate is None:
-            return Decision(
-                Outcome.ALLOWED, entry.tenant, entry.key_id, entry.scope_list, entry.tier,
-                kstate.limit, kstate.remaining, kstate.reset,
-            )  # fmt: skip
-        return Decision(
-            Outcome.ALLOWED, entry.tenant, entry.key_id, entry.scope_list, entry.tier,
-            kstate.limit, kstate.remaining, kstate.reset, 0, tstate.limit, tstate.remaining, tstate.reset,
-        )  # fmt: skip
+        return admitted(entry, verdict)
 
     # -- the miss path ---------------------------------------------------------------------------
     async def _miss(self, key: str, primary: str, client: str | None, now: int) -> Entry | Decision:
@@ -388,7 +369,7 @@ class Verifier:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
             now = _monotonic_ns() // 1000
             self._cache.sweep(now)
-            self._local.prune(now)
+            self._limits.local.prune(now)
             self._failures.prune(now)
 
     def readiness(self) -> dict[str, bool]:
@@ -410,21 +391,6 @@ class Verifier:
             "redis": None if self.redis_health is None else ("down" if self.redis_health.down else "up"),
             "watchEvents": self.watch.events if self.watch else None,
         }
-
-
-def _limited(entry: Entry, verdict: Verdict) -> Decision:
-    """The 429 for a request over the key's limit or its tenant's, saying which."""
-    key, tenant = verdict.key, verdict.tenant
-    by = verdict.refused_by or "key"
-    limit: LimitState = key if by == "key" or tenant is None else tenant
-    whose = "the key's limit" if by == "key" else "the tenant-wide limit, shared by all the tenant's keys,"
-    detail = f"{whose} is {limit.limit} requests in any 60 seconds"
-    return Decision(
-        Outcome.RATE_LIMITED, entry.tenant, entry.key_id, entry.scope_list, entry.tier,
-        key.limit, key.remaining, key.reset, verdict.retry_after,
-        tenant.limit if tenant else 0, tenant.remaining if tenant else 0, tenant.reset if tenant else 0,
-        by, detail,
-    )  # fmt: skip
 
 
 def _scope_detail(scope: str, entry: Entry) -> str:
