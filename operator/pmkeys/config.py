@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -127,6 +127,10 @@ class UiSettings(_Settings):
     port: int = 8090
     #: Set the Secure flag on cookies (on behind TLS; off for plain-HTTP local use).
     secure_cookies: bool = False
+    #: Serve HTTPS with this certificate and key (PEM files); empty: plain HTTP (behind a
+    #: TLS-terminating proxy set secure_cookies instead).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     #: Verifier used for "try it" checks (optional).
     verifier_url: str = ""
     #: Sessions end after this long without a request, and after the lifetime in any case.
@@ -134,3 +138,14 @@ class UiSettings(_Settings):
     session_lifetime_seconds: float = Field(default=8 * 3600, gt=0)
     #: How long TokenReview / SubjectAccessReview answers are reused (and a session's token is re-checked).
     authz_cache_seconds: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> UiSettings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file (PMKEYS_TLS_CERT_FILE, PMKEYS_TLS_KEY_FILE) go together")
+        return self
+
+    @property
+    def served_over_tls(self) -> bool:
+        """HTTPS reaches the browser: served here, or by a proxy in front (secure_cookies)."""
+        return bool(self.tls_cert_file) or self.secure_cookies

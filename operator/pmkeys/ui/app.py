@@ -51,12 +51,19 @@ SECURITY_HEADERS = [
 ]
 
 
+#: Browsers that saw this over HTTPS refuse plain HTTP to the host for a year.
+HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+
 class SecurityHeaders:
     """Adds the security headers to every response, and ``Cache-Control: no-store`` to all but
-    static files (pages and API answers carry tenant data; the reveal carries a key)."""
+    static files (pages and API answers carry tenant data; the reveal carries a key). Served over
+    TLS, also ``Strict-Transport-Security`` (over plain HTTP browsers ignore it, and local
+    plain-HTTP use must keep working)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, tls: bool = False) -> None:
         self.app = app
+        self.headers = [*SECURITY_HEADERS, HSTS] if tls else SECURITY_HEADERS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,7 +75,7 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                headers += [(k, val) for k, val in SECURITY_HEADERS if k not in present]
+                headers += [(k, val) for k, val in self.headers if k not in present]
                 if not static and b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
@@ -146,7 +153,7 @@ def create_app(settings: UiSettings, *, kube: client.ApiClient | None = None) ->
         lifespan=lifespan,
     )
     app.state.ui = ui
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, tls=settings.served_over_tls)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.include_router(api.public)
     app.include_router(api.router)
@@ -157,7 +164,8 @@ def create_app(settings: UiSettings, *, kube: client.ApiClient | None = None) ->
 
 def run(settings: UiSettings) -> None:
     app = create_app(settings)
-    logger.info("pmkeys UI on http://%s:%s (OpenAPI at %s)", settings.bind, settings.port, api.OPENAPI_URL)
+    scheme = "https" if settings.tls_cert_file else "http"
+    logger.info("pmkeys UI on %s://%s:%s (OpenAPI at %s)", scheme, settings.bind, settings.port, api.OPENAPI_URL)
     uvicorn.run(
         app,
         host=settings.bind,
@@ -165,4 +173,6 @@ def run(settings: UiSettings) -> None:
         log_level=settings.log_level.lower(),
         proxy_headers=True,
         server_header=False,
+        ssl_certfile=settings.tls_cert_file or None,
+        ssl_keyfile=settings.tls_key_file or None,
     )

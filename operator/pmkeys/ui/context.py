@@ -13,6 +13,9 @@ from pmkeys.kubeclient import api_client_for_token
 from pmkeys.ui.identity import Authenticator, Authorizer
 from pmkeys.ui.sessions import SessionStore, cookie_name
 
+SIGNIN_COOKIE = "pmkeys_signin"
+SECURE_SIGNIN_COOKIE = "__Host-pmkeys_signin"
+
 
 @dataclass
 class UiContext:
@@ -36,7 +39,13 @@ class UiContext:
 
     @property
     def cookie(self) -> str:
-        return cookie_name(secure=self.settings.secure_cookies)
+        return cookie_name(secure=self.settings.served_over_tls)
+
+    @property
+    def signin_cookie(self) -> str:
+        """The sign-in form's nonce. Over TLS it is a ``__Host-`` cookie: no other host (a
+        sibling subdomain) can plant one for the parent domain to sign a visitor in."""
+        return SECURE_SIGNIN_COOKIE if self.settings.served_over_tls else SIGNIN_COOKIE
 
     def client_for(self, token: str) -> client.ApiClient:
         """A client for the same API server that acts as the holder of ``token``."""

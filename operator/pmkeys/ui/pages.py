@@ -32,6 +32,7 @@ from pmkeys.ui.callers import (
     context,
     current_session,
     namespace_access,
+    origin_allowed,
 )
 from pmkeys.ui.context import UiContext
 from pmkeys.ui.errors import UiError, validation_error
@@ -43,7 +44,6 @@ from pmkeys.ui.views import matches
 
 logger = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
-SIGNIN_COOKIE = "pmkeys_signin"
 SCOPE_LABELS: dict[str, tuple[str, str]] = {
     Scope.SEND_EMAIL: ("Send email", "Send messages through the PenguinMails API."),
     Scope.READ_ANALYTICS: ("Read analytics", "Read delivery, open and bounce statistics."),
@@ -153,7 +153,7 @@ def _local_path(target: str) -> str:
 
 
 def _cookie_options(ui: UiContext) -> dict[str, Any]:
-    return {"httponly": True, "samesite": "strict", "secure": ui.settings.secure_cookies, "path": "/"}
+    return {"httponly": True, "samesite": "strict", "secure": ui.settings.served_over_tls, "path": "/"}
 
 
 @router.get("/healthz")
@@ -165,7 +165,7 @@ def healthz() -> PlainTextResponse:
 def signin_form(request: Request, ui: Ui, next: str = "/", reason: str = "") -> Response:
     nonce = new_token()
     response = render(request, "signin.html", nonce=nonce, next=_local_path(next), reason=reason, error="")
-    response.set_cookie(SIGNIN_COOKIE, nonce, max_age=1800, **_cookie_options(ui))
+    response.set_cookie(ui.signin_cookie, nonce, max_age=1800, **_cookie_options(ui))
     return response
 
 
@@ -182,10 +182,13 @@ def signin(
         response = render(
             request, "signin.html", status_code, nonce=nonce, next=_local_path(next), error=error, reason=""
         )
-        response.set_cookie(SIGNIN_COOKIE, nonce, max_age=1800, **_cookie_options(ui))
+        response.set_cookie(ui.signin_cookie, nonce, max_age=1800, **_cookie_options(ui))
         return response
 
-    expected = request.cookies.get(SIGNIN_COOKIE, "")
+    if not origin_allowed(request):
+        # Login CSRF: another site posting its own token would sign the visitor in as itself.
+        return again("Sign-in refused: the form was sent from another site. Open this page directly.", 403)
+    expected = request.cookies.get(ui.signin_cookie, "")
     if not expected or not same_token(expected, csrf_token):
         return again("The sign-in form expired. Please paste your token again.", 403)
     token = token.strip()
@@ -199,7 +202,7 @@ def signin(
     logger.info("%s signed in", user.username)
     response = RedirectResponse(_local_path(next), status_code=303)
     response.set_cookie(ui.cookie, session.id, **_cookie_options(ui))
-    response.delete_cookie(SIGNIN_COOKIE, path="/")
+    response.delete_cookie(ui.signin_cookie, path="/", secure=ui.settings.served_over_tls, httponly=True)
     return response
 
 
@@ -210,7 +213,7 @@ def signout(
     check_csrf(request, session, csrf_token)
     ui.sessions.delete(session.id)
     response = RedirectResponse("/signin?reason=signed-out", status_code=303)
-    response.delete_cookie(ui.cookie, path="/")
+    response.delete_cookie(ui.cookie, path="/", secure=ui.settings.served_over_tls, httponly=True)
     return response
 
 
