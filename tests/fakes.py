@@ -18,7 +18,9 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from pmkeys.api import vocabulary as v
 from pmkeys.keys.digest import Pepper
+from pmkeys.reconcile import policies
 from pmkeys.vault.errors import CasConflict
 from pmkeys.vault.records import KeyRecord, OwnerIndex
 
@@ -106,12 +108,15 @@ class FakeKube:
     async def post_event(self, obj: dict[str, Any], *, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(PostedEvent(reason, message, warning))
 
-    async def restart_workload(self, namespace: str, kind: str, name: str, when: str) -> None:
+    async def restart_workload(self, namespace: str, kind: str, name: str, when: str, *, key: str) -> bool:
         self.fail.check("restart_workload")
         annotations = self.workloads.get((namespace, kind, name))
         if annotations is None:
             raise ApiException(status=404, reason="Not Found")
+        if not policies.restart_opted_in(annotations.get(v.RESTART_OPT_IN_ANNOTATION), key):
+            return False
         annotations["restartedAt"] = when
+        return True
 
     # -- for tests -----------------------------------------------------------------------
     def _store(self, where: tuple[str, str], secret: client.V1Secret, *, uid: str) -> str:

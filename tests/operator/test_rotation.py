@@ -165,7 +165,9 @@ def deployment(name: str) -> client.V1Deployment:
 
 
 def test_restart_targets_get_annotated(kube: Kube, tenant: str) -> None:
-    kube.apps.create_namespaced_deployment(tenant, deployment("checkout"))
+    checkout = deployment("checkout")
+    checkout.metadata.annotations = {v.RESTART_OPT_IN_ANNOTATION: "restarts"}  # the workload's opt-in
+    kube.apps.create_namespaced_deployment(tenant, checkout)
     targets = [{"kind": "Deployment", "name": "checkout"}, {"kind": "StatefulSet", "name": "missing"}]
     kube.create_key(key("restarts", tenant, rotation={"restartTargets": targets}))
     first = kube.wait_phase(tenant, "restarts", "Active")

@@ -225,15 +225,23 @@ async def test_spec_change_reaches_the_retiring_key_too() -> None:
 
 async def test_restart_targets_restart_once_per_new_key_never_on_first_issue() -> None:
     world = World()
-    targets = [{"kind": "Deployment", "name": "mailer"}, {"kind": "StatefulSet", "name": "gone"}]
-    world.kube.workloads[("acme", "Deployment", "mailer")] = {}
+    targets = [
+        {"kind": "Deployment", "name": "mailer"},
+        {"kind": "StatefulSet", "name": "gone"},
+        {"kind": "Deployment", "name": "payments"},
+    ]
+    opted_in = {v.RESTART_OPT_IN_ANNOTATION: "mail"}
+    world.kube.workloads[("acme", "Deployment", "mailer")] = dict(opted_in)
+    world.kube.workloads[("acme", "Deployment", "payments")] = {}
     world.create(rotation={"counter": 0, "restartTargets": targets})
     await world.reconcile()
-    assert world.kube.workloads[("acme", "Deployment", "mailer")] == {}, "the first key restarts nothing"
+    assert world.kube.workloads[("acme", "Deployment", "mailer")] == opted_in, "the first key restarts nothing"
     world.change("mail", rotation={"counter": 1, "restartTargets": targets})
     await world.reconcile()
-    assert world.kube.workloads[("acme", "Deployment", "mailer")] == {"restartedAt": "2026-12-01T12:00:00Z"}
-    assert "RestartTriggered" in world.kube.reasons() and "RestartFailed" in world.kube.reasons()
+    assert world.kube.workloads[("acme", "Deployment", "mailer")] == {**opted_in, "restartedAt": "2026-12-01T12:00:00Z"}
+    assert world.kube.workloads[("acme", "Deployment", "payments")] == {}, "not opted in: not restarted"
+    reasons = world.kube.reasons()
+    assert {"RestartTriggered", "RestartFailed", "RestartRefused"} <= set(reasons)
     restarts = world.kube.fail.calls.count("restart_workload")
     await world.reconcile()
     assert world.kube.fail.calls.count("restart_workload") == restarts, "once per key, not per reconcile"

@@ -88,7 +88,10 @@ class Rotation(_Model):
     restart_targets: list[RestartTarget] = Field(
         default_factory=list,
         max_length=10,
-        description="Deployments/StatefulSets in this namespace to restart after a rotation.",
+        description=(
+            "Deployments/StatefulSets in this namespace to restart after a rotation; each must opt in "
+            "with the annotation penguinmails.io/restart-on-rotation-of naming this TenantApiKey."
+        ),
     )
 
 

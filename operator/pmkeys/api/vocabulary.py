@@ -118,6 +118,7 @@ class Reason(StrEnum):
     PLAN_EXCEEDED = "PlanExceeded"
     RESTART_TRIGGERED = "RestartTriggered"
     RESTART_FAILED = "RestartFailed"
+    RESTART_REFUSED = "RestartRefused"
     ISSUING = "Issuing"
     ACTIVE = "Active"
     IN_GRACE = "PreviousKeyInGrace"
@@ -137,6 +138,9 @@ OWNER_ANNOTATION = f"{GROUP}/tenant-api-key"
 ROTATE_ANNOTATION = f"{GROUP}/rotate"
 #: Pod-template annotation the operator sets on restart targets after a rotation.
 RESTARTED_AT_ANNOTATION = f"{GROUP}/restartedAt"
+#: A workload's opt-in to restarts: the names of the TenantApiKeys (in its namespace, comma
+#: separated) whose rotations may restart it. Without it the operator restarts nothing.
+RESTART_OPT_IN_ANNOTATION = f"{GROUP}/restart-on-rotation-of"
 #: Annotation the UI sets when the user has seen the plaintext once.
 REVEALED_ANNOTATION = f"{GROUP}/revealed-at"
 FINALIZER = f"{GROUP}/revoke-keys"

@@ -21,6 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from pmkeys.api import vocabulary as v
+from pmkeys.reconcile import policies
 from pmkeys.tenantapikey import TenantApiKeys
 
 T = TypeVar("T")
@@ -150,12 +151,24 @@ class KubeApi:
             logger.warning("could not post Event %s: %s", reason, exc.reason)
 
     # -- workloads -----------------------------------------------------------------------
-    async def restart_workload(self, namespace: str, kind: str, name: str, when: str) -> None:
-        patch = {"spec": {"template": {"metadata": {"annotations": {v.RESTARTED_AT_ANNOTATION: when}}}}}
-        if kind == "Deployment":
-            await self._call(lambda: self.apps.patch_namespaced_deployment(name, namespace, patch))
-        else:
-            await self._call(lambda: self.apps.patch_namespaced_stateful_set(name, namespace, patch))
+    async def restart_workload(self, namespace: str, kind: str, name: str, when: str, *, key: str) -> bool:
+        """Restart a workload's pods (a pod-template annotation) if it opted in for ``key``;
+        False if it did not (nothing is written). The patch carries the resourceVersion read,
+        so an opt-in withdrawn in between is a conflict, not a restart."""
+        read, patch_fn = (
+            (self.apps.read_namespaced_deployment, self.apps.patch_namespaced_deployment)
+            if kind == "Deployment"
+            else (self.apps.read_namespaced_stateful_set, self.apps.patch_namespaced_stateful_set)
+        )
+        workload = await self._call(lambda: read(name, namespace))
+        if not policies.restart_opted_in((workload.metadata.annotations or {}).get(v.RESTART_OPT_IN_ANNOTATION), key):
+            return False
+        patch = {
+            "metadata": {"resourceVersion": workload.metadata.resource_version},
+            "spec": {"template": {"metadata": {"annotations": {v.RESTARTED_AT_ANNOTATION: when}}}},
+        }
+        await self._call(lambda: patch_fn(name, namespace, patch))
+        return True
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

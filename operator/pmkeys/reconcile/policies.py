@@ -90,6 +90,12 @@ def restart_wanted(entry: OwnerEntry, *, has_targets: bool) -> bool:
     return has_targets and entry.intent is not Intent.ISSUE and not entry.restarted
 
 
+def restart_opted_in(annotation: str | None, key_name: str) -> bool:
+    """Whether a workload's opt-in annotation (TenantApiKey names, comma separated) names the
+    key: a key restarts only workloads that asked for it, whatever the operator may patch."""
+    return key_name in {part.strip() for part in (annotation or "").split(",")}
+
+
 def next_wake(
     rotation_at: dt.datetime | None, expires_at: dt.datetime | None, grace_ends: Iterable[dt.datetime | None]
 ) -> dt.datetime | None:

@@ -16,6 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from pmkeys import metrics
+from pmkeys.api import vocabulary as v
 from pmkeys.api.vocabulary import Reason
 from pmkeys.reconcile import crashpoints, policies
 from pmkeys.reconcile.interfaces import Kube, Store
@@ -157,12 +158,26 @@ class Settler:
             return
         when = iso(now) or ""
         for target in targets:
+            workload = f"{target.kind}/{target.name}"
             try:
-                await self.kube.restart_workload(obj.namespace, target.kind, target.name, when)
+                restarted = await self.kube.restart_workload(
+                    obj.namespace, target.kind, target.name, when, key=obj.name
+                )
             except ApiException as exc:
-                message = f"could not restart {target.kind}/{target.name}: {exc.reason}"
-                await self.reporter.event(obj, Reason.RESTART_FAILED, message, warning=True)
+                await self.reporter.event(
+                    obj, Reason.RESTART_FAILED, f"could not restart {workload}: {exc.reason}", warning=True
+                )
             else:
-                message = f"restarted {target.kind}/{target.name} to pick up key {current.key_id}"
-                await self.reporter.event(obj, Reason.RESTART_TRIGGERED, message)
+                if restarted:
+                    message = f"restarted {workload} to pick up key {current.key_id}"
+                    await self.reporter.event(obj, Reason.RESTART_TRIGGERED, message)
+                else:
+                    await self.reporter.event(obj, Reason.RESTART_REFUSED, _not_opted_in(workload, obj), warning=True)
         ledger.update(current.key_id, restarted=True)
+
+
+def _not_opted_in(workload: str, obj: KeyObject) -> str:
+    return (
+        f"did not restart {workload}: it has not opted in; annotate it with "
+        f"{v.RESTART_OPT_IN_ANNOTATION}={obj.name} to let this key's rotations restart it"
+    )
