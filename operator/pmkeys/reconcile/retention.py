@@ -1,7 +1,7 @@
 """Housekeeping over all key records: retention of the audit trail, and orphans.
 
-Once per ``retention_sweep_seconds`` the operator lists the key records (the only place that
-lists them; never a hot path) and:
+When the operator starts and then once per ``retention_sweep_seconds`` the operator lists the
+key records (the only place that lists them; never a hot path) and:
 
 * destroys records revoked longer than ``retention_days`` ago (0 keeps them forever);
 * revokes *orphans*: records still usable whose TenantApiKey no longer exists (its uid is
@@ -9,6 +9,9 @@ lists them; never a hot path) and:
   new uids. Only records in namespaces this operator watches are considered, and only records
   older than ``orphan_min_age_seconds`` (default 10 minutes), so a key being issued right now
   is never mistaken for an orphan.
+
+The first sweep runs at start: objects deleted while the operator was down (their finalizer
+stripped, or a restore from backup) must not keep working for a whole interval.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from pmkeys.vault.store import KeyStore
 logger = logging.getLogger(__name__)
 
 LiveUids = Callable[[], Awaitable[set[str]]]
+#: How soon a sweep that failed is tried again.
+RETRY_SECONDS = 60.0
 
 
 async def sweep_once(
@@ -76,21 +81,37 @@ async def run(
     globbed = any(ch in ns for ns in namespaces for ch in "*?[!")
     owned = set(namespaces) if namespaces else None
     while True:
-        await asyncio.sleep(every_seconds)
-        try:
-            now = dt.datetime.now(dt.UTC)
-            uids = None if globbed else await live_uids()
-            destroyed, revoked = await sweep_once(
-                store,
-                retention=retention,
-                live_uids=uids,
-                namespaces=owned,
-                orphan_min_age=dt.timedelta(seconds=orphan_min_age),
-                now=now,
-            )
-        except Exception as exc:
-            level = logging.WARNING if isinstance(exc, VaultError) else logging.ERROR
-            logger.log(level, "housekeeping sweep skipped: %s", exc)
-            continue
-        if destroyed or revoked:
-            logger.info("housekeeping: %d records past retention destroyed, %d orphans revoked", destroyed, revoked)
+        swept = await _sweep(
+            store, live_uids, retention=retention, globbed=globbed, owned=owned, orphan_min_age=orphan_min_age
+        )
+        # A failed sweep (Vault not reachable yet at start, say) is retried within a minute.
+        await asyncio.sleep(every_seconds if swept else min(every_seconds, RETRY_SECONDS))
+
+
+async def _sweep(
+    store: KeyStore,
+    live_uids: LiveUids,
+    *,
+    retention: dt.timedelta | None,
+    globbed: bool,
+    owned: set[str] | None,
+    orphan_min_age: float,
+) -> bool:
+    try:
+        now = dt.datetime.now(dt.UTC)
+        uids = None if globbed else await live_uids()
+        destroyed, revoked = await sweep_once(
+            store,
+            retention=retention,
+            live_uids=uids,
+            namespaces=owned,
+            orphan_min_age=dt.timedelta(seconds=orphan_min_age),
+            now=now,
+        )
+    except Exception as exc:
+        level = logging.WARNING if isinstance(exc, VaultError) else logging.ERROR
+        logger.log(level, "housekeeping sweep skipped: %s", exc)
+        return False
+    if destroyed or revoked:
+        logger.info("housekeeping: %d records past retention destroyed, %d orphans revoked", destroyed, revoked)
+    return True
