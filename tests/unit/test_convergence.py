@@ -90,6 +90,25 @@ async def test_refusal_lifted_when_namespace_is_relabelled() -> None:
     assert world.reconciler.memories.refused_in("acme") == []
 
 
+@pytest.mark.parametrize("owner", ["globex", None], ids=["another-tenant", "no-tenant"])
+async def test_namespace_handed_to_another_tenant_withdraws_live_keys(owner: str | None) -> None:
+    world = World()
+    world.create(rotation={"counter": 0, "gracePeriod": "1h"})
+    await world.reconcile()
+    world.change("mail", rotation={"counter": 1, "gracePeriod": "1h"})
+    await world.reconcile()
+    assert len(world.usable()) == 2
+    world.kube.tenants["acme"] = owner
+    outcome = await world.reconcile()
+    assert outcome.result is Result.REFUSED
+    assert world.usable() == set() and world.kube.secrets == {}, "no key keeps working for the old tenant"
+    assert world.phase() == "Failed" and world.status()["keyId"] is None and world.status()["previousKeys"] == []
+    assert "KeyRevoked" in world.kube.reasons()
+    world.kube.tenants["acme"] = "acme"
+    await world.reconcile()
+    assert world.violations() == [] and len(world.records()) == 3, "back with its tenant: a fresh key"
+
+
 async def test_secret_name_held_by_someone_else_is_refused_and_never_overwritten() -> None:
     world = World()
     world.kube.put_foreign_secret("acme", "mail")

@@ -187,7 +187,9 @@ async def namespace_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
     changed = runtime.kube.tenants.get(meta["name"]) != tenant
     runtime.kube.tenants[meta["name"]] = tenant
     if known and changed:
-        for namespace, name, uid in runtime.reconciler.memories.refused_in(meta["name"]):
+        # Every object of the namespace: refused ones may now be served, served ones may now
+        # belong to another tenant (their keys are then withdrawn).
+        for namespace, name, uid in runtime.reconciler.memories.in_namespace(meta["name"]):
             runtime.poke(ObjectRef(namespace, name, uid))
 
 

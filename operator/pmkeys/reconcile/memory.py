@@ -20,8 +20,10 @@ class ObjectMemory:
     failures: int = 0
     #: The phase last reported (for the keys-by-phase gauge).
     phase: str | None = None
-    #: (namespace, name) while the object is refused; retried early when its namespace changes.
-    refused_as: tuple[str, str] | None = None
+    #: (namespace, name) of the object, so a namespace change finds the objects it concerns.
+    ref: tuple[str, str] | None = None
+    #: Whether the last reconcile refused the object (tenant mismatch, foreign Secret).
+    refused: bool = False
     #: resourceVersion of the Secret this operator last wrote, to ignore its watch echo.
     written_secret: str | None = None
     #: (generation, rotate annotation) last reconciled: other changes are not worth a reconcile.
@@ -52,12 +54,16 @@ class Memories:
     def forget(self, uid: str) -> ObjectMemory | None:
         return self._by_uid.pop(uid, None)
 
-    def refused_in(self, namespace: str) -> list[tuple[str, str, str]]:
-        """(namespace, name, uid) of every object refused in ``namespace``."""
+    def in_namespace(self, namespace: str, *, refused_only: bool = False) -> list[tuple[str, str, str]]:
+        """(namespace, name, uid) of every object seen in ``namespace`` (or only those refused)."""
         return [
             (ns, name, uid)
             for uid, memory in self._by_uid.items()
-            if memory.refused_as is not None
-            for ns, name in [memory.refused_as]
+            if memory.ref is not None and (memory.refused or not refused_only)
+            for ns, name in [memory.ref]
             if ns == namespace
         ]
+
+    def refused_in(self, namespace: str) -> list[tuple[str, str, str]]:
+        """(namespace, name, uid) of every object refused in ``namespace``."""
+        return self.in_namespace(namespace, refused_only=True)

@@ -46,7 +46,7 @@ from pmkeys.reconcile.memory import Memories, ObjectMemory
 from pmkeys.reconcile.objects import KeyObject
 from pmkeys.reconcile.refusals import Refused, foreign_secret, tenancy
 from pmkeys.reconcile.reporting import Current, Reporter
-from pmkeys.reconcile.settling import Settler
+from pmkeys.reconcile.settling import LIVE_STATES, Settler
 from pmkeys.vault.errors import VaultError
 from pmkeys.vault.records import EntryState, Intent
 
@@ -97,19 +97,20 @@ class Reconciler:
         """Converge one object; never raises for Vault or API trouble (status says it)."""
         obj = KeyObject.from_body(body)
         memory = self.memories.recall(obj.uid)
+        memory.ref = (obj.namespace, obj.name)
         async with memory.lock:
             try:
                 wake = await self._converge(obj, memory)
             except Refused as refusal:
-                memory.refused_as = (obj.namespace, obj.name)
-                await self.reporter.refusal(obj, memory, refusal)
+                memory.refused = True
+                await self.reporter.refusal(obj, memory, refusal, fields=refusal.fields)
                 return Outcome(Result.REFUSED, self.clock() + policies.REFUSAL_RECHECK)
             except Exception as exc:
                 metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
                 if not isinstance(exc, VaultError | ApiException | OSError):
                     logger.exception("%s: reconcile failed unexpectedly", obj.ref)
                 return Outcome(Result.RETRY, await self.reporter.failure(obj, memory, exc))
-            memory.refused_as = None
+            memory.refused = False
             memory.failures = 0
             return Outcome(Result.OK, wake)
 
@@ -135,6 +136,7 @@ class Reconciler:
     async def _converge(self, obj: KeyObject, memory: ObjectMemory) -> dt.datetime | None:
         refusal = tenancy(obj, await self.kube.namespace_tenant(obj.namespace))
         if refusal is not None:
+            await self._withdraw(obj, refusal)
             raise refusal
         ledger = await Ledger.load(self.store, obj)
         secret = await self._read_secret(obj, ledger)
@@ -154,6 +156,19 @@ class Reconciler:
             obj.spec.expires_at,
             (e.not_after for _, e in ledger.in_state(EntryState.RETIRING)),
         )
+
+    async def _withdraw(self, obj: KeyObject, refusal: Refused) -> None:
+        """Keys issued while the namespace belonged to the key's tenant stop working once it
+        does not: revoked (records stay as the trail), the Secret removed, status cleared."""
+        ledger = await Ledger.load(self.store, obj)
+        if not ledger.in_state(*LIVE_STATES):
+            return
+        why = f"namespace {obj.namespace} no longer belongs to tenant {obj.spec.tenant}"
+        secret = await self.kube.read_secret(obj.namespace, obj.secret_name)
+        owned = secret if secret is not None and secrets.owned_by(secret, obj.uid) else None
+        revoked = await self.settler.end(obj, ledger, owned, why)
+        await self.reporter.event(obj, Reason.KEY_REVOKED, f"key {', '.join(revoked)} revoked: {why}", warning=True)
+        refusal.fields = self.reporter.key_fields(obj, ledger, None)
 
     async def _read_secret(self, obj: KeyObject, ledger: Ledger) -> client.V1Secret | None:
         # A fresh object has no Secret to find: it is created, not read first (a name someone

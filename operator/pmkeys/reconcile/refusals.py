@@ -1,8 +1,9 @@
 """Why an object cannot be served as it is: not a transient failure, and nothing is written.
 
-A refusal is reported in status and an Event and rechecked later; it never touches Vault or
-the Secret. Tenancy (a key is issued only for its namespace's own tenant) and a Secret name
-that someone else holds are the two reasons.
+A refusal is reported in status and an Event and rechecked later; nothing new is issued. Tenancy
+(a key is issued only for its namespace's own tenant) and a Secret name that someone else holds
+are the two reasons. Keys issued before a namespace changed hands are withdrawn (revoked, the
+Secret removed) by the reconciler: they must not keep working for the previous tenant.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ class Refused(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+        #: Status fields to report with the refusal (the keys it withdrew), if any.
+        self.fields: dict[str, object] = {}
 
 
 def tenancy(obj: KeyObject, namespace_tenant: str | None) -> Refused | None:

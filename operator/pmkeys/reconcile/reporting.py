@@ -100,7 +100,9 @@ class Reporter:
         )
         await self.patch_status(obj, memory, facts)
 
-    async def refusal(self, obj: KeyObject, memory: ObjectMemory, refusal: Refused) -> None:
+    async def refusal(
+        self, obj: KeyObject, memory: ObjectMemory, refusal: Refused, *, fields: dict[str, object] | None = None
+    ) -> None:
         if obj.status.phase is not Phase.FAILED or _ready_reason(obj) != refusal.reason:
             await self.event(obj, refusal.reason, refusal.message, warning=True)
         facts = StatusFacts(
@@ -108,6 +110,7 @@ class Reporter:
             generation=obj.generation,
             message=refusal.message,
             conditions=[CondSpec(ConditionType.READY, False, refusal.reason, refusal.message)],
+            fields=dict(fields or {}),
         )
         try:
             await self.patch_status(obj, memory, facts)
