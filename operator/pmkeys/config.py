@@ -86,6 +86,8 @@ class OperatorSettings(_Settings):
     orphan_min_age_seconds: float = Field(default=600, ge=0)
     #: Test-only: kill the process with SIGKILL when reaching this crash point.
     crash_at: str = ""
+    #: Test-only: wait at named points, as "point=seconds[,point=seconds]" (races made visible).
+    pause_at: str = ""
 
 
 class VerifierSettings(_Settings):

@@ -100,6 +100,7 @@ class Runtime:
             return
         if body["metadata"].get("deletionTimestamp"):
             return
+        await crashpoints.pause("after-scheduled-read")
         await self.reconcile(body)
 
     def poke(self, ref: ObjectRef) -> None:
@@ -251,6 +252,7 @@ async def run(settings: OperatorSettings) -> None:
     if settings.kubeconfig:
         os.environ["KUBECONFIG"] = settings.kubeconfig
     crashpoints.arm(settings.crash_at)
+    crashpoints.arm_pauses(settings.pause_at)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
     await kopf.operator(
