@@ -63,9 +63,16 @@ class FakeKube:
         self.status_patches = 0
         self.events: list[PostedEvent] = []
         self.workloads: dict[tuple[str, str, str], dict[str, str]] = {}
+        #: TenantApiKeys as the API server holds them, by (namespace, name).
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.fail = Failures()
 
     # -- the interface -------------------------------------------------------------------
+    async def get_key_object(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.fail.check("get_key_object")
+        found = self.objects.get((namespace, name))
+        return copy.deepcopy(found)
+
     async def namespace_tenant(self, namespace: str) -> str | None:
         self.fail.check("namespace_tenant")
         if namespace not in self.tenants:

@@ -440,3 +440,27 @@ async def test_written_secret_is_remembered_so_its_echo_is_ignored() -> None:
     await world.reconcile()
     memory = world.reconciler.memories.recall(world.uid())
     assert memory.written_secret == world.kube.secrets[("acme", "mail")].metadata.resource_version
+
+
+async def test_a_reconcile_that_read_the_object_before_its_finalizer_does_nothing_after() -> None:
+    world = World()
+    world.create()
+    await world.reconcile()
+    stale = world.body("mail")
+    await world.finalize()
+    world.delete()
+    outcome = await world.reconciler.reconcile(stale)
+    assert outcome.result is Result.GONE and outcome.wake is None
+    assert world.usable() == set() and len(world.records()) == 1, "no key issued for a deleted object"
+    assert world.uid() not in world.reconciler.memories, "and nothing remembered for it"
+
+
+async def test_no_key_is_issued_for_an_object_the_api_server_no_longer_has() -> None:
+    world = World()
+    world.create()
+    await world.reconcile()
+    world.kube.secrets.clear()  # a new key would be due
+    world.delete()  # gone without its finalizer (stripped), no tombstone in this process
+    outcome = await world.reconcile()
+    assert outcome.result is Result.GONE
+    assert len(world.records()) == 1 and world.kube.secrets == {}

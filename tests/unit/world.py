@@ -45,7 +45,13 @@ class World:
             "spec": {"tenant": namespace, "scopes": ["send_email"], **spec},
         }
         self.objects[name] = body
+        self.kube.objects[(namespace, name)] = body
         return body
+
+    def delete(self, name: str = "mail") -> None:
+        """The object leaves the API server (its finalizer is the test's business)."""
+        body = self.objects[name]
+        del self.kube.objects[(body["metadata"]["namespace"], name)]
 
     def change(self, name: str, annotations: dict[str, str] | None = None, **spec: Any) -> None:
         body = self.objects[name]

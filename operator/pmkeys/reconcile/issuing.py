@@ -36,6 +36,10 @@ from pmkeys.vault.records import EntryState, Intent, KeyRecord, KeyState, OwnerE
 logger = logging.getLogger(__name__)
 
 
+class ObjectGone(Exception):
+    """The object was deleted (or is being deleted) since it was read: issue nothing for it."""
+
+
 class Issuer:
     def __init__(
         self, *, kube: Kube, store: Store, hasher: Hasher, reporter: Reporter, clock: Callable[[], dt.datetime]
@@ -84,6 +88,7 @@ class Issuer:
         supersedes: str | None,
         grace: int = 0,
     ) -> Current:
+        await self._check_still_there(obj)
         key = material.generate(obj.spec.environment)
         pepper = await self.store.current_pepper()
         key_digest = digest(pepper, key.value)
@@ -110,6 +115,14 @@ class Issuer:
         metrics.KEYS_ISSUED.labels(str(intent)).inc()
         entry = ledger.update(key_id, state=EntryState.ACTIVE)
         return Current(key_id, entry, record, 1)
+
+    async def _check_still_there(self, obj: KeyObject) -> None:
+        """A key is made only for an object that exists now: the copy a reconcile works on may
+        have been read before a deletion (one read per issuance, never per reconcile)."""
+        found = await self.kube.get_key_object(obj.namespace, obj.name)
+        meta = (found or {}).get("metadata") or {}
+        if meta.get("uid") != obj.uid or meta.get("deletionTimestamp"):
+            raise ObjectGone(obj.ref)
 
     async def _repairing(self, obj: KeyObject, message: str) -> None:
         await self.reporter.event(obj, Reason.SECRET_REPAIRED, message, warning=True)

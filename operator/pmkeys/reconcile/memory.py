@@ -9,7 +9,12 @@ Secret, the owner index and the record are the truth), so a lost memory costs on
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field
+
+#: Uids of deleted objects remembered (as tombstones only), so a reconcile that read an object
+#: before its deletion does not act on it after. Bounded: uids are never reused.
+TOMBSTONES = 10_000
 
 
 @dataclass
@@ -28,11 +33,15 @@ class ObjectMemory:
     written_secret: str | None = None
     #: (generation, rotate annotation) last reconciled: other changes are not worth a reconcile.
     essence: tuple[object, object] | None = None
+    #: The object was finalized: whoever waited for the lock must not act on it any more.
+    deleted: bool = False
 
 
 class Memories:
     def __init__(self) -> None:
         self._by_uid: dict[str, ObjectMemory] = {}
+        self._gone: set[str] = set()
+        self._gone_order: deque[str] = deque()
 
     def __len__(self) -> int:
         return len(self._by_uid)
@@ -52,7 +61,17 @@ class Memories:
         return self._by_uid.get(uid)
 
     def forget(self, uid: str) -> ObjectMemory | None:
+        """Drop the memory of a deleted object, keeping only its tombstone."""
+        if uid not in self._gone:
+            self._gone.add(uid)
+            self._gone_order.append(uid)
+            if len(self._gone_order) > TOMBSTONES:
+                self._gone.discard(self._gone_order.popleft())
         return self._by_uid.pop(uid, None)
+
+    def gone(self, uid: str) -> bool:
+        """Whether the object was deleted (as far as this process saw)."""
+        return uid in self._gone
 
     def in_namespace(self, namespace: str, *, refused_only: bool = False) -> list[tuple[str, str, str]]:
         """(namespace, name, uid) of every object seen in ``namespace`` (or only those refused)."""

@@ -40,7 +40,7 @@ from pmkeys.api.vocabulary import Phase, Reason
 from pmkeys.keys.hashing import Hasher
 from pmkeys.reconcile import policies, secrets
 from pmkeys.reconcile.interfaces import Kube, Store
-from pmkeys.reconcile.issuing import Issuer
+from pmkeys.reconcile.issuing import Issuer, ObjectGone
 from pmkeys.reconcile.ledger import Ledger
 from pmkeys.reconcile.memory import Memories, ObjectMemory
 from pmkeys.reconcile.objects import KeyObject
@@ -63,6 +63,8 @@ class Result(StrEnum):
     OK = "ok"
     REFUSED = "refused"
     RETRY = "retry"
+    #: The object was deleted since it was read: nothing was done.
+    GONE = "gone"
 
 
 @dataclass(frozen=True)
@@ -96,11 +98,18 @@ class Reconciler:
     async def reconcile(self, body: object) -> Outcome:
         """Converge one object; never raises for Vault or API trouble (status says it)."""
         obj = KeyObject.from_body(body)
+        if self.memories.gone(obj.uid):
+            return Outcome(Result.GONE, None)
         memory = self.memories.recall(obj.uid)
         memory.ref = (obj.namespace, obj.name)
         async with memory.lock:
+            if memory.deleted:  # finalized while we waited: what we read is stale
+                return Outcome(Result.GONE, None)
             try:
                 wake = await self._converge(obj, memory)
+            except ObjectGone:
+                self.forget(obj.uid)
+                return Outcome(Result.GONE, None)
             except Refused as refusal:
                 memory.refused = True
                 await self.reporter.refusal(obj, memory, refusal, fields=refusal.fields)
@@ -124,6 +133,7 @@ class Reconciler:
             secret = await self.kube.read_secret(obj.namespace, obj.secret_name)
             if secret is not None and secrets.owned_by(secret, obj.uid):
                 await self.kube.delete_secret(obj.namespace, obj.secret_name, uid=secret.metadata.uid)
+            memory.deleted = True
         self.forget(obj.uid)
 
     def forget(self, uid: str) -> None:
