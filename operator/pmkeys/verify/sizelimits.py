@@ -8,26 +8,20 @@ streamed with ``Transfer-Encoding: chunked``).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
-AsgiScope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-AsgiApp = Callable[[AsgiScope, Receive, Send], Awaitable[None]]
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class SizeLimits:
     """431 for header blocks over ``max_header_bytes``, 413 for bodies over ``max_body_bytes``
     (declared or streamed), before the application sees the request."""
 
-    def __init__(self, app: AsgiApp, *, max_body: int, max_headers: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body: int, max_headers: int) -> None:
         self.app = app
         self.max_body = max_body
         self.max_headers = max_headers
 
-    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
