@@ -95,6 +95,9 @@ class VerifierSettings(_Settings):
     port: int = 8080
     cache_ttl: float = Field(default=30.0, gt=0)
     negative_ttl: float = Field(default=5.0, ge=0)
+    #: While Vault cannot be read, keys verified at most this long ago keep answering (if the
+    #: watch is live); 0 turns it off. Why 15 minutes is safe: pmkeys.verify.staleness.
+    stale_for_seconds: float = Field(default=900.0, ge=0)
     bcrypt_workers: int = Field(default=0, ge=0)
     bcrypt_max_queue: int = Field(default=64, ge=1)
     redis_url: str = ""
@@ -138,6 +141,10 @@ class UiSettings(_Settings):
     #: Sessions end after this long without a request, and after the lifetime in any case.
     session_idle_seconds: float = Field(default=1800, gt=0)
     session_lifetime_seconds: float = Field(default=8 * 3600, gt=0)
+    #: Redis for sessions (shared by replicas, kept across rollouts; see pmkeys.ui.redis_sessions);
+    #: empty = in the process (one replica, a restart signs everyone out).
+    session_redis_url: str = ""
+    session_redis_prefix: str = Field(default="pmkeys", min_length=1)
     #: How long TokenReview / SubjectAccessReview answers are reused (and a session's token is re-checked).
     authz_cache_seconds: float = Field(default=30.0, ge=0)
 

@@ -11,7 +11,8 @@ from kubernetes import client
 from pmkeys.config import UiSettings
 from pmkeys.kubeclient import api_client_for_token
 from pmkeys.ui.identity import Authenticator, Authorizer
-from pmkeys.ui.sessions import SessionStore, cookie_name
+from pmkeys.ui.redis_sessions import RedisBackend
+from pmkeys.ui.sessions import SessionBackend, SessionStore, cookie_name
 
 SIGNIN_COOKIE = "pmkeys_signin"
 SECURE_SIGNIN_COOKIE = "__Host-pmkeys_signin"
@@ -33,7 +34,9 @@ class UiContext:
             authenticator=Authenticator(kube, cache_seconds=settings.authz_cache_seconds),
             authorizer=Authorizer(kube, cache_seconds=settings.authz_cache_seconds),
             sessions=SessionStore(
-                idle_seconds=settings.session_idle_seconds, lifetime_seconds=settings.session_lifetime_seconds
+                idle_seconds=settings.session_idle_seconds,
+                lifetime_seconds=settings.session_lifetime_seconds,
+                backend=_session_backend(settings),
             ),
         )
 
@@ -53,3 +56,10 @@ class UiContext:
 
     def close(self) -> None:
         self.authorizer.close()
+
+
+def _session_backend(settings: UiSettings) -> SessionBackend | None:
+    """Redis when configured (sessions shared by replicas, kept across rollouts), else memory."""
+    if not settings.session_redis_url:
+        return None
+    return RedisBackend(settings.session_redis_url, prefix=settings.session_redis_prefix)

@@ -2,9 +2,19 @@
 
 Entries are keyed by the key's digest under the newest pepper (the plaintext is never a cache
 key) and hold what a decision needs: owner, scopes, limit, deadline, and a refusal if the key is
-revoked. They live ``cache_ttl`` seconds; that TTL is the upper bound on staleness when the
-push path (the TenantApiKey watch) is down. The watch drops entries early through the
-``uid → digests`` index whenever the owning object changes.
+revoked. An entry is *fresh* for ``cache_ttl`` seconds after the Vault read behind it; then the
+hot path reads Vault again. The watch marks an object's entries for re-reading at once through
+the ``uid → digests`` index whenever the owning object changes.
+
+Stale while unavailable: an entry is not forgotten when it stops being fresh. If the re-read
+fails because Vault cannot be reached, :mod:`pmkeys.verify.staleness` decides whether the old
+entry may still answer (bounded by ``stale_for`` and by the watch being live). So that such an
+answer is still right, a watch event does not just drop the object's entries: it *applies* what
+the event says to them (:meth:`KeyCache.invalidate`) — revoked or deleted objects refuse every
+key they had, a key no longer listed in status is refused, a key in its grace period gets the
+deadline of ``status.previousKeys``, a shorter ``expiresAt`` and a changed effective rate limit
+take effect — and only then asks for a re-read. Everything the watch can tell therefore takes
+effect at once whether or not Vault answers; only what Vault alone knows waits for Vault.
 
 Unknown digests are remembered for ``negative_ttl`` seconds, so a client repeating a wrong key
 costs one Vault read, not one per request. The negative cache is bounded and cleared whenever
@@ -22,9 +32,13 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pmkeys.vault.records import KeyRecord, KeyState
 from pmkeys.verify.decision import Outcome
+
+if TYPE_CHECKING:
+    from pmkeys.verify.watching import ObjectFacts
 
 NEVER = 2**62
 _US = 1_000_000
@@ -45,8 +59,10 @@ class Entry:
     scope_list: tuple[str, ...]
     #: Monotonic µs after which the key is expired (``not_after`` of the record).
     not_after: int
-    #: Monotonic µs after which this entry must be re-read.
+    #: Monotonic µs after which this entry must be re-read (0: the watch saw its object change).
     expires: int
+    #: Monotonic µs of the Vault read behind this entry (how stale it is).
+    verified_at: int = 0
     #: Set when the key must be refused whatever the request (revoked).
     denial: Outcome | None = None
 
@@ -66,8 +82,27 @@ class Entry:
             scope_list=scopes,
             not_after=to_monotonic(record.not_after, now),
             expires=now + ttl_us,
+            verified_at=now,
             denial=denial,
         )
+
+    def apply(self, facts: ObjectFacts | None, now: int) -> None:
+        """Take in what a watch event says about this key's object (None: it was deleted)."""
+        self.expires = 0
+        if facts is None or facts.revoked:
+            self.denial = Outcome.REVOKED
+            return
+        if facts.key_ids and self.key_id not in facts.key_ids:
+            self.denial = Outcome.REVOKED  # superseded without grace, or revoked by the operator
+            return
+        deadline = facts.deadlines.get(self.key_id)
+        for when in (deadline, facts.expires_at):
+            if when is not None:
+                self.not_after = min(self.not_after, to_monotonic(when, now))
+        if facts.rate_limit is not None:
+            self.rate_limit = facts.rate_limit
+        if facts.tier is not None:
+            self.tier = facts.tier
 
 
 def to_monotonic(when: dt.datetime | None, now: int) -> int:
@@ -78,9 +113,11 @@ def to_monotonic(when: dt.datetime | None, now: int) -> int:
 
 
 class KeyCache:
-    def __init__(self, *, ttl: float, negative_ttl: float, max_negative: int = 100_000) -> None:
+    def __init__(self, *, ttl: float, negative_ttl: float, stale_for: float = 0.0, max_negative: int = 100_000) -> None:
         self.ttl_us = int(ttl * _US)
         self.negative_ttl_us = int(negative_ttl * _US)
+        #: How long after its Vault read an entry is kept for answering while Vault is away.
+        self.stale_us = int(stale_for * _US)
         self.max_negative = max_negative
         #: digest → Entry; read directly by the hot path.
         self.entries: dict[str, Entry] = {}
@@ -103,16 +140,26 @@ class KeyCache:
         """Whether object ``uid`` was not invalidated after ``epoch``."""
         return self._changed.get(uid, 0) <= epoch and self._cleared <= epoch
 
-    def drop_uid(self, uid: str) -> int:
-        """Forget every key of one object; returns how many entries went."""
+    def invalidate(self, uid: str, facts: ObjectFacts | None, now: int) -> int:
+        """Object ``uid`` changed (``facts``) or was deleted (None): apply that to its keys and
+        have each re-read from Vault on its next use; returns how many entries it touched."""
         self.epoch += 1
         self._changed[uid] = self.epoch
-        digests = self._by_uid.pop(uid, set())
+        digests = self._by_uid.get(uid, set())
         for digest in digests:
-            entry = self.entries.pop(digest, None)
-            if entry is not None:
-                self._by_key_id.pop(entry.key_id, None)
+            self.entries[digest].apply(facts, now)
         return len(digests)
+
+    def stale(self, digest: str, now: int) -> Entry | None:
+        """The entry for ``digest`` if it is still within ``stale_for`` of its Vault read."""
+        entry = self.entries.get(digest)
+        if entry is None or now - entry.verified_at > self.stale_us:
+            return None
+        return entry
+
+    def stale_count(self, now: int) -> int:
+        """Entries past their TTL (what a Vault outage would have them answer from)."""
+        return sum(1 for e in self.entries.values() if e.expires <= now)
 
     def clear(self) -> None:
         self.epoch += 1
@@ -139,21 +186,26 @@ class KeyCache:
 
     # -- housekeeping ---------------------------------------------------------------------
     def sweep(self, now: int) -> int:
-        """Drop expired entries (positive and negative); returns how many."""
-        stale = [d for d, e in self.entries.items() if e.expires <= now]
-        for digest in stale:
-            entry = self.entries.pop(digest)
-            digests = self._by_uid.get(entry.uid)
-            if digests is not None:
-                digests.discard(digest)
-                if not digests:
-                    del self._by_uid[entry.uid]
-            if self._by_key_id.get(entry.key_id) is entry:
-                del self._by_key_id[entry.key_id]
+        """Drop entries too old to answer even while Vault is away, and expired negatives;
+        returns how many."""
+        keep_us = max(self.ttl_us, self.stale_us)
+        old = [d for d, e in self.entries.items() if e.expires <= now and now - e.verified_at > keep_us]
+        for digest in old:
+            self._forget(digest)
         negatives = [d for d, until in self._negative.items() if until <= now]
         for digest in negatives:
             del self._negative[digest]
-        return len(stale) + len(negatives)
+        return len(old) + len(negatives)
+
+    def _forget(self, digest: str) -> None:
+        entry = self.entries.pop(digest)
+        digests = self._by_uid.get(entry.uid)
+        if digests is not None:
+            digests.discard(digest)
+            if not digests:
+                del self._by_uid[entry.uid]
+        if self._by_key_id.get(entry.key_id) is entry:
+            del self._by_key_id[entry.key_id]
 
     def __len__(self) -> int:
         return len(self.entries)

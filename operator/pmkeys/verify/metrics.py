@@ -26,6 +26,10 @@ paths, whose number has no bound.
 ``pmkeys_verifier_watch_synced``                   1 while the TenantApiKey watch is listed and watching
 ``pmkeys_verifier_watch_events_total``             TenantApiKey watch events seen
 ``pmkeys_verifier_watch_restarts_total``           watch re-lists (errors, 410 Gone, timeouts)
+``pmkeys_verifier_watch_lost_seconds``             how long the watch has been broken (0 while it works)
+``pmkeys_verifier_vault_up``                       1 while Vault answers the verifier's reads
+``pmkeys_verifier_stale_answers_total``            answers from entries Vault could not confirm (outage)
+``pmkeys_verifier_stale_entries``                  entries past their TTL (what an outage answers from)
 ``pmkeys_verifier_usage_flushes_total``            usage flush rounds
 ``pmkeys_verifier_usage_objects_written_total``    status.usage writes
 ``pmkeys_verifier_usage_write_failures_total``     status.usage writes that failed (retried later)
@@ -135,6 +139,7 @@ class VerifierCollector(Collector):
         yield _gauge("bcrypt_pending", "bcrypt jobs queued or running.", v.hasher.pending)
         yield _counter("bcrypt_checks", "bcrypt checks run (first use of a key per process).", v.hasher.calls)
         yield from self._redis()
+        yield from self._staleness()
         yield from self._watch()
         yield from self._usage()
 
@@ -145,6 +150,14 @@ class VerifierCollector(Collector):
         yield _gauge("redis_up", "1 when Redis answers.", 0 if health.down else 1)
         yield _counter("redis_errors", "Redis calls that failed.", health.errors)
 
+    def _staleness(self) -> Iterator[Metric]:
+        facts = self.verifier.describe()
+        yield _gauge("vault_up", "1 while Vault answers the verifier's reads.", 0 if self.verifier.vault.down else 1)
+        yield _counter(
+            "stale_answers", "Answers from entries Vault could not confirm (outage).", self.verifier.vault.stale_answers
+        )
+        yield _gauge("stale_entries", "Entries past their TTL (what an outage answers from).", facts["staleEntries"])
+
     def _watch(self) -> Iterator[Metric]:
         watch = self.verifier.watch
         if watch is None:
@@ -152,6 +165,7 @@ class VerifierCollector(Collector):
         yield _gauge("watch_synced", "1 while the TenantApiKey watch is listed and watching.", int(watch.synced))
         yield _counter("watch_events", "TenantApiKey watch events seen.", watch.events)
         yield _counter("watch_restarts", "Watch re-lists after errors, 410 Gone or timeouts.", watch.restarts)
+        yield _gauge("watch_lost_seconds", "How long the watch has been broken (0 while it works).", watch.lost_for())
 
     def _usage(self) -> Iterator[Metric]:
         flusher = self.verifier.flusher

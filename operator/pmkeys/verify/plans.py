@@ -90,10 +90,17 @@ class PlanWatch:
             threading.Thread(target=self._run, args=(ns,), name=f"plans-{ns or 'all'}", daemon=True) for ns in scopes
         ]
         self._synced: set[str | None] = set()
+        self._listed: set[str | None] = set()
 
     @property
     def synced(self) -> bool:
         return len(self._synced) == len(self._threads)
+
+    @property
+    def listed(self) -> bool:
+        """Every watched scope has completed a full list once (readiness: the plans are known;
+        while the watch is down the last-known plans keep applying)."""
+        return len(self._listed) == len(self._threads)
 
     def start(self) -> None:
         for thread in self._threads:
@@ -108,6 +115,7 @@ class PlanWatch:
             try:
                 version = self._relist(namespace)
                 self._synced.add(namespace)
+                self._listed.add(namespace)
                 backoff = 0.5
                 self._watch(namespace, version)
             except ApiException as exc:

@@ -16,8 +16,9 @@ integer comparisons, the key's and the tenant's sliding-window checks and the
 (``bench/verify.py``). Everything slow happens at most once per key per cache TTL:
 
 * **Vault** is read on a miss, and concurrent misses for one key share one read
-  (single-flight). A failed read answers 503 ``vault_unavailable`` and is not cached; cached
-  keys keep working while Vault is down.
+  (single-flight). A failed read is not cached: a key verified before answers from its old
+  entry (stale while unavailable, bounded by ``stale_for`` and a live watch — see
+  :mod:`pmkeys.verify.staleness`); any other key gets 503 ``vault_unavailable``.
 * **bcrypt** checks the key against its record once per key for the whole fleet
   (:mod:`~pmkeys.verify.possession`: the verifier that ran it leaves a receipt in Redis that
   other processes check instead): finding the record by digest already needs the key, and
@@ -31,9 +32,10 @@ integer comparisons, the key's and the tenant's sliding-window checks and the
   already verified, so random keys cannot make us read Vault or run bcrypt. Keys already
   cached keep working for everyone.
 
-Freshness: :mod:`pmkeys.verify.watching` drops an object's entries when it changes, and marks
-objects revoked by spec or being deleted, so revocation and rotation reach every replica within
-the watch's latency; the cache TTL bounds staleness when the watch is down. A key in its grace
+Freshness: :mod:`pmkeys.verify.watching` reports every change of an object; the cache applies it
+to the object's entries (revoked, deleted, superseded, grace deadline, plan) and has them re-read,
+so revocation and rotation reach every replica within the watch's latency, with or without
+Vault; the cache TTL bounds staleness when the watch is down. A key in its grace
 period carries its ``not_after`` deadline, which the hot path compares on every request, so it
 stops at its deadline whatever the cache holds.
 
@@ -82,6 +84,7 @@ from pmkeys.verify.peppers import Peppers
 from pmkeys.verify.plans import PlanBook, PlanWatch
 from pmkeys.verify.possession import Possession
 from pmkeys.verify.ratelimit import RedisHealth
+from pmkeys.verify.staleness import DEFAULT_STALE_FOR, VaultHealth
 from pmkeys.verify.usage import UsageCounter, UsageFlusher
 from pmkeys.verify.watching import ObjectFacts, ObjectWatch
 from pmkeys.verify.windows import WindowLimiter
@@ -91,6 +94,8 @@ _monotonic_ns = time.monotonic_ns
 _wall = time.time
 _hmac = hmac.digest
 HOUSEKEEPING_SECONDS = 10.0
+#: How often a verifier whose keys are all cached checks that Vault still answers.
+VAULT_PROBE_SECONDS = 10.0
 
 
 class Verifier:
@@ -108,6 +113,7 @@ class Verifier:
         hasher: Hasher | None = None,
         cache_ttl: float = 30.0,
         negative_ttl: float = 5.0,
+        stale_for: float = DEFAULT_STALE_FOR,
         failed_attempts_per_minute: int = 30,
         local: WindowLimiter | None = None,
         redis: Redis | None = None,
@@ -116,7 +122,9 @@ class Verifier:
         self.store = store
         self.hasher = hasher or Hasher(cost=PRODUCTION_COST)
         self.stats = Stats()
-        self._cache = KeyCache(ttl=cache_ttl, negative_ttl=negative_ttl)
+        self._cache = KeyCache(ttl=cache_ttl, negative_ttl=negative_ttl, stale_for=stale_for)
+        self._ttl = cache_ttl
+        self.vault = VaultHealth()
         self._entries = self._cache.entries
         self._peppers = Peppers(store)
         self._flights: SingleFlight[Entry | Outcome] = SingleFlight()
@@ -152,6 +160,7 @@ class Verifier:
             hasher=hasher,
             cache_ttl=settings.cache_ttl,
             negative_ttl=settings.negative_ttl,
+            stale_for=settings.stale_for_seconds,
             failed_attempts_per_minute=settings.failed_attempts_per_minute,
             local=local,
             redis=Redis.connect(settings, local=local) if settings.redis_url else None,
@@ -219,15 +228,28 @@ class Verifier:
             if not gate.allowed:
                 return self._refusal(Outcome.TOO_MANY_FAILURES, retry_after=gate.retry_after)
         self.stats.cache_misses += 1
+        if not self.vault.worth_asking() and (stale := self._stale(primary)) is not None:
+            return stale
         try:
             found = await self._flights.run(primary, lambda: self._fetch(key, primary))
         except HashingBusy:
             return self._refusal(Outcome.BUSY, "too many new keys at once", retry_after=1)
         except VaultError as exc:
+            if (stale := self._stale(primary)) is not None:
+                return stale
             return self._refusal(Outcome.VAULT_UNAVAILABLE, exc.reason, retry_after=1)
         if isinstance(found, Outcome):
             return self._failure(found, client, _monotonic_ns() // 1000)
         return found
+
+    def _stale(self, primary: str) -> Entry | None:
+        """The entry to answer from while Vault cannot be read, if the staleness rules allow."""
+        if not self._watch_live():
+            return None
+        entry = self._cache.stale(primary, _monotonic_ns() // 1000)
+        if entry is not None:
+            self.vault.stale_answers += 1
+        return entry
 
     async def _fetch(self, key: str, primary: str) -> Entry | Outcome:
         """Read the key's record (trying each pepper), check it once with bcrypt, cache it."""
@@ -254,7 +276,12 @@ class Verifier:
         """The record's digest, the record and the pepper that found it."""
         for index, pepper in enumerate(self._peppers.all):
             candidate = primary if index == 0 else digest(pepper, key)
-            stored = await self.store.get_record(candidate)
+            try:
+                stored = await self.store.get_record(candidate)
+            except VaultError:
+                self.vault.failed()
+                raise
+            self.vault.answered()
             if stored is not None:
                 return candidate, stored[0], pepper.secret
         return None
@@ -286,10 +313,11 @@ class Verifier:
 
     # -- what the watch tells us ---------------------------------------------------------------
     def object_changed(self, uid: str, facts: ObjectFacts | None) -> None:
-        """A TenantApiKey changed (facts) or was deleted (None): forget its cached keys."""
+        """A TenantApiKey changed (facts) or was deleted (None): apply that to its cached keys
+        at once and have them re-read from Vault."""
         if self._objects.changed(uid, facts):
             self._cache.clear_negative()
-        self._cache.drop_uid(uid)
+        self._cache.invalidate(uid, facts, _monotonic_ns() // 1000)
         self.stats.invalidations += 1
 
     # -- usage -----------------------------------------------------------------------------------
@@ -328,6 +356,7 @@ class Verifier:
         if self.flusher is not None:
             self._spawn(self.flusher.run())
         self._spawn(self._housekeeping())
+        self._spawn(self._probe_vault())
 
     async def close(self) -> None:
         """Stop background work and flush pending usage once more."""
@@ -372,12 +401,36 @@ class Verifier:
             self._limits.local.prune(now)
             self._failures.prune(now)
 
+    async def _probe_vault(self) -> None:
+        """Keep :attr:`vault` current even when every key is cached: a pepper read every
+        ``VAULT_PROBE_SECONDS``, every second during an outage (so recovery shows at once)."""
+        while True:
+            await asyncio.sleep(1.0 if self.vault.down else VAULT_PROBE_SECONDS)
+            if not self._peppers.answered:
+                continue  # the start-up retry loop is on it
+            try:
+                await self.store.read_peppers()
+            except VaultError:
+                self.vault.failed()
+            else:
+                self.vault.answered()
+
+    def _watch_live(self) -> bool:
+        """Whether watch events are current (within one cache TTL of losing the watch)."""
+        return self.watch is not None and self.watch.live(self._ttl)
+
     def readiness(self) -> dict[str, bool]:
-        """What must hold before this verifier takes traffic (``/readyz``)."""
+        """What must hold before this verifier takes traffic (``/readyz``): it can answer
+        correctly. ``vault``: the pepper was read (nothing can be verified before). ``watch``:
+        every watched scope was fully listed once (before that a revoked key could pass);
+        ``plans``: likewise for TenantPlans (the last-known plans keep applying while their watch
+        is down). ``fresh``: Vault answers now, or the watch is live so cached keys may answer stale;
+        when both are lost, cached keys stop at their TTL and the replica steps aside."""
         checks = {"vault": self._peppers.answered}
         if self._kubernetes is not None and self._kubernetes.watch:
-            checks["watch"] = self.watch is not None and self.watch.synced
-            checks["plans"] = self.plan_watch is not None and self.plan_watch.synced
+            checks["watch"] = self.watch is not None and self.watch.listed
+            checks["plans"] = self.plan_watch is not None and self.plan_watch.listed
+            checks["fresh"] = not self.vault.down or self._watch_live()
         return checks
 
     @property
@@ -386,10 +439,18 @@ class Verifier:
 
     def describe(self) -> dict[str, Any]:
         """Runtime facts for ``/readyz`` and debugging (no key material)."""
+        now = _monotonic_ns() // 1000
         return {
             "cacheEntries": len(self._cache),
             "redis": None if self.redis_health is None else ("down" if self.redis_health.down else "up"),
             "watchEvents": self.watch.events if self.watch else None,
+            "watch": None if self.watch is None else ("synced" if self.watch.synced else "lost"),
+            "vault": "down" if self.vault.down else "up",
+            "vaultDownSeconds": round(self.vault.outage_seconds(), 1),
+            # Entries past their TTL: answering from them now if Vault is down, else re-read on use.
+            "staleEntries": self._cache.stale_count(now),
+            "servingStale": self.vault.down and self._watch_live(),
+            "staleAnswers": self.vault.stale_answers,
         }
 
 

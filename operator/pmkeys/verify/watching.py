@@ -10,21 +10,34 @@ once, before the operator has even updated Vault (both are final).
 What counts as a change is a fingerprint of the spec, the status without ``usage`` and the
 deletion mark: the verifiers' own usage writes must not empty their caches.
 
+The facts carry what the cache applies to an object's entries without waiting for Vault
+(:meth:`pmkeys.verify.cache.Entry.apply`): revoked or deleted, the key ids still in use, the
+grace deadlines of ``previousKeys``, ``expiresAt`` and the effective rate limit.
+
 The official client is synchronous, so the list-then-watch loop runs in a daemon thread and
 hands events to the event loop with ``call_soon_threadsafe``. On any error (API server down,
 ``410 Gone``) it re-lists: objects that disappeared meanwhile count as deleted and changed ones
 as changed, so nothing is missed. While the watch is down the cache TTL bounds staleness.
+
+Readiness follows from two facts this module keeps: :attr:`ObjectWatch.listed` (every watched
+scope has completed a full list once: before that a replica knows nothing of revocations and
+must not take traffic) and :meth:`ObjectWatch.live` (watching now, or lost less than a grace
+period ago — the cache TTL — during which the entries still answer within the staleness the
+product promises when the push path is down). A replica therefore stays ready through an API
+server restart; it does not lose readiness just because the watch broke.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client, watch
@@ -47,8 +60,14 @@ class ObjectFacts:
     #: Revoked by spec or being deleted: every key it had must be refused now.
     revoked: bool
     fingerprint: str
-    #: The current and in-grace key ids (for error reports by key id).
+    #: The current and in-grace key ids (empty while status names none yet).
     key_ids: frozenset[str]
+    #: key id → end of its grace period (``status.previousKeys``).
+    deadlines: Mapping[str, dt.datetime] = field(default_factory=dict)
+    expires_at: dt.datetime | None = None
+    #: ``status.effectiveRateLimit`` (None: not reported).
+    rate_limit: int | None = None
+    tier: str | None = None
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> ObjectFacts:
@@ -60,8 +79,12 @@ class ObjectFacts:
         fingerprint = hashlib.sha256(
             json.dumps([spec, status, deleting], sort_keys=True, default=str).encode()
         ).hexdigest()
+        previous = [p for p in status.get("previousKeys") or [] if isinstance(p, dict)]
         key_ids: set[str | None] = {status.get("keyId")}
-        key_ids.update(p.get("keyId") for p in status.get("previousKeys") or [])
+        key_ids.update(p.get("keyId") for p in previous)
+        deadlines = {p["keyId"]: when for p in previous if p.get("keyId") and (when := _instant(p.get("notAfter")))}
+        limit = status.get("effectiveRateLimit")
+        tier = spec.get("tier")
         return cls(
             uid=meta["uid"],
             namespace=meta["namespace"],
@@ -69,7 +92,22 @@ class ObjectFacts:
             revoked=bool(spec.get("revoked")) or deleting,
             fingerprint=fingerprint,
             key_ids=frozenset(k for k in key_ids if k),
+            deadlines=deadlines,
+            expires_at=_instant(spec.get("expiresAt")),
+            rate_limit=limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
+            tier=tier if isinstance(tier, str) else None,
         )
+
+
+def _instant(value: object) -> dt.datetime | None:
+    """An RFC 3339 timestamp from the object, or None if absent or not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 #: Called on the event loop with (uid, facts); facts None means the object was deleted.
@@ -96,6 +134,9 @@ class ObjectWatch:
             threading.Thread(target=self._run, args=(ns,), name=f"watch-{ns or 'all'}", daemon=True) for ns in scopes
         ]
         self._synced: set[str | None] = set()
+        self._listed: set[str | None] = set()
+        #: scope → monotonic seconds when its watch broke (absent while it works).
+        self._lost: dict[str | None, float] = {}
         self.events = 0
         self.restarts = 0
 
@@ -103,6 +144,20 @@ class ObjectWatch:
     def synced(self) -> bool:
         """Every watched scope has listed at least once and is watching now."""
         return len(self._synced) == len(self._threads)
+
+    @property
+    def listed(self) -> bool:
+        """Every watched scope has completed a full list at least once since start."""
+        return len(self._listed) == len(self._threads)
+
+    def lost_for(self) -> float:
+        """Seconds since the oldest current break of a scope's watch (0 while all work)."""
+        lost = list(self._lost.values())
+        return time.monotonic() - min(lost) if lost else 0.0
+
+    def live(self, grace: float) -> bool:
+        """Listed once, and watching now or for less than ``grace`` seconds not."""
+        return self.listed and self.lost_for() < grace
 
     def start(self) -> None:
         for thread in self._threads:
@@ -119,6 +174,8 @@ class ObjectWatch:
             try:
                 version = self._relist(namespace, known)
                 self._synced.add(namespace)
+                self._listed.add(namespace)
+                self._lost.pop(namespace, None)
                 backoff = 0.5
                 self._watch(namespace, version, known)
             except ApiException as exc:
@@ -134,6 +191,7 @@ class ObjectWatch:
 
     def _trouble(self, namespace: str | None, what: str) -> None:
         self._synced.discard(namespace)
+        self._lost.setdefault(namespace, time.monotonic())
         logger.warning(
             "TenantApiKey watch (%s) failed: %s; re-listing (the cache TTL bounds staleness meanwhile)",
             namespace or "all namespaces",
