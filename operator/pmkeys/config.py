@@ -73,6 +73,9 @@ class OperatorSettings(_Settings):
     #: kopf peering: empty = standalone (one replica).
     peering: str = ""
     priority: int = 0
+    #: Seconds a peer counts as alive after its keep-alive; bounds the takeover time
+    #: (pmkeys.reconcile.leadership). kopf's default is 60.
+    peering_lifetime: int = Field(default=20, ge=10, le=600)
     #: Longest random delay added to scheduled rotations, as a fraction of the interval.
     rotation_jitter: float = Field(default=0.05, ge=0, le=0.5)
     metrics_port: int = 0
@@ -88,6 +91,8 @@ class OperatorSettings(_Settings):
     crash_at: str = ""
     #: Test-only: wait at named points, as "point=seconds[,point=seconds]" (races made visible).
     pause_at: str = ""
+    #: Test-only: append one line per write (wall-clock ns, peering identity, what) to this file.
+    write_journal: str = ""
 
 
 class VerifierSettings(_Settings):

@@ -27,6 +27,9 @@ VAULT_SECONDS = Histogram(
 )
 VAULT_ERRORS = Counter("pmkeys_operator_vault_errors_total", "Operator Vault requests that failed.", ["reason"])
 BCRYPT_PENDING = Gauge("pmkeys_operator_bcrypt_pending", "bcrypt jobs queued or running in the operator.")
+ACTIVE_WRITER = Gauge(
+    "pmkeys_operator_active_writer", "1 while this operator may write (kopf peering, fenced by leadership)."
+)
 BCRYPT_CALLS = Gauge("pmkeys_operator_bcrypt_operations", "bcrypt hashes computed since the operator started.")
 
 

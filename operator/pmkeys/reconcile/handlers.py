@@ -10,6 +10,10 @@ returns its :class:`~pmkeys.reconcile.reconciler.Outcome` (how it ended, when to
 and the :class:`Scheduler` wakes the object then. So kopf sees handlers that succeed, and never
 spins on a failure. What is remembered per object lives in one
 :class:`~pmkeys.reconcile.memory.Memories`, forgotten when the object is deleted.
+
+With peering, every write is fenced by :class:`~pmkeys.reconcile.leadership.Leadership` (one
+writer at a time, also across a pause); work the fence refuses is remembered and redone when
+this operator becomes the writer.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pmkeys.keys.hashing import Hasher
 from pmkeys.kubeclient import api_client
 from pmkeys.reconcile import crashpoints, retention
 from pmkeys.reconcile.kube import KubeApi
+from pmkeys.reconcile.leadership import Leadership, NotLeader, own_identity
 from pmkeys.reconcile.reconciler import Reconciler
 from pmkeys.reconcile.scheduling import ObjectRef, Scheduler
 from pmkeys.vault.session import VaultSession
@@ -51,21 +56,28 @@ class Runtime:
     store: KeyStore
     hasher: Hasher
     reconciler: Reconciler
+    leadership: Leadership = field(default_factory=Leadership.standalone)
     scheduler: Scheduler = field(init=False)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: Objects whose reconcile the leadership fence refused: redone on becoming the writer.
+    _deferred: dict[str, ObjectRef] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self._scheduled)
+        self.kube.fence = self.store.fence = self.leadership.check
+        self.leadership.on_gained = self._redo_deferred
 
     @classmethod
-    def create(cls, settings: OperatorSettings) -> Runtime:
+    def create(cls, settings: OperatorSettings, *, identity: str = "") -> Runtime:
         kube = KubeApi(api_client(settings.kubeconfig))
         store = KeyStore(VaultSession(settings.vault, observe=metrics.observe_vault))
         hasher = Hasher(cost=settings.bcrypt_cost, workers=settings.bcrypt_workers or None)
         metrics.BCRYPT_PENDING.set_function(lambda: hasher.pending)
         metrics.BCRYPT_CALLS.set_function(lambda: hasher.calls)
         reconciler = Reconciler(kube=kube, store=store, hasher=hasher, jitter_fraction=settings.rotation_jitter)
-        return cls(settings, kube, store, hasher, reconciler)
+        leadership = _leadership(settings, kube, identity)
+        metrics.ACTIVE_WRITER.set_function(lambda: int(leadership.may_write()))
+        return cls(settings, kube, store, hasher, reconciler, leadership)
 
     def asks_for_something_new(self, body: Any) -> bool:
         """Whether an event changes the spec or the rotate annotation since we last reconciled
@@ -80,8 +92,15 @@ class Runtime:
 
     async def reconcile(self, body: Any) -> None:
         ref = ObjectRef(body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"]["uid"])
+        if not self.leadership.may_write():
+            self._deferred[ref.uid] = ref
+            return
         started = time.perf_counter()
-        outcome = await self.reconciler.reconcile(body)
+        try:
+            outcome = await self.reconciler.reconcile(body)
+        except NotLeader:  # lost the lead in the middle: the next writer converges it
+            self._deferred[ref.uid] = ref
+            return
         metrics.RECONCILE_SECONDS.labels(str(outcome.result)).observe(time.perf_counter() - started)
         self.scheduler.cancel(ref.uid)
         if outcome.wake is not None:
@@ -105,6 +124,11 @@ class Runtime:
 
     def poke(self, ref: ObjectRef) -> None:
         self.scheduler.schedule(ref, dt.datetime.now(dt.UTC))
+
+    def _redo_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, {}
+        for ref in deferred.values():
+            self.poke(ref)
 
     def close(self) -> None:
         for task in self.tasks:
@@ -136,8 +160,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure_kopf(settings, memo.operator_settings)
-    runtime = Runtime.create(memo.operator_settings)
+    runtime = Runtime.create(memo.operator_settings, identity=memo.identity)
     runtime.tasks.append(asyncio.create_task(runtime.scheduler.run()))
+    runtime.tasks.append(asyncio.create_task(runtime.leadership.run()))
     runtime.tasks.append(asyncio.create_task(housekeeping(runtime, memo.operator_settings)))
     memo.runtime = runtime
 
@@ -244,7 +269,35 @@ def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> N
     if ours.peering:
         settings.peering.name = ours.peering
         settings.peering.priority = ours.priority
+        settings.peering.lifetime = ours.peering_lifetime
         settings.peering.mandatory = True
+
+
+def _leadership(settings: OperatorSettings, kube: KubeApi, identity: str) -> Leadership:
+    """Standalone: always the writer. Peering: fenced by reads of kopf's peering object(s)."""
+    if not settings.peering:
+        return Leadership.standalone(journal=settings.write_journal)
+    name, namespaces = settings.peering, settings.namespaces
+
+    async def read() -> list[dict[str, Any] | None]:
+        if not namespaces:
+            return [await _peering_status(kube, name, None)]
+        return [await _peering_status(kube, name, ns) for ns in namespaces]
+
+    return Leadership(identity=identity, priority=settings.priority, read=read, journal=settings.write_journal)
+
+
+async def _peering_status(kube: KubeApi, name: str, namespace: str | None) -> dict[str, Any] | None:
+    """The status of kopf's ClusterKopfPeering (or KopfPeering in ``namespace``): peer → facts."""
+    custom = kube.custom
+    if namespace is None:
+        body = await kube.read(lambda: custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name))
+    else:
+        body = await kube.read(
+            lambda: custom.get_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", name)
+        )
+    status = body.get("status") if isinstance(body, dict) else None
+    return status if isinstance(status, dict) else None
 
 
 async def run(settings: OperatorSettings) -> None:
@@ -255,6 +308,7 @@ async def run(settings: OperatorSettings) -> None:
     crashpoints.arm_pauses(settings.pause_at)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
+    identity = own_identity()
     await kopf.operator(
         registry=build_registry(settings),
         clusterwide=not settings.namespaces,
@@ -262,6 +316,7 @@ async def run(settings: OperatorSettings) -> None:
         standalone=not settings.peering,
         peering_name=settings.peering or None,
         priority=settings.priority,
-        memo=kopf.Memo(operator_settings=settings),
+        identity=identity,  # type: ignore[arg-type]  # kopf's Identity: a NewType of str it does not export
+        memo=kopf.Memo(operator_settings=settings, identity=identity),
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
     )

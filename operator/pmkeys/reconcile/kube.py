@@ -28,6 +28,10 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 
+def _unfenced(what: str) -> None:
+    return None
+
+
 class KubeApi:
     def __init__(self, api: client.ApiClient, *, threads: int = 8) -> None:
         self.core = client.CoreV1Api(api)
@@ -37,15 +41,23 @@ class KubeApi:
         self.component = "pmkeys-operator"
         #: namespace → tenant label, kept current by a namespace watch; read-through on a miss.
         self.tenants: dict[str, str | None] = {}
+        #: Asked before every write (pmkeys.reconcile.leadership: one writer at a time).
+        self.fence: Callable[[str], None] = _unfenced
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    async def read(self, fn: Callable[[], T]) -> T:
+        """Run a read ``fn`` on the client's pool (for callers outside this class)."""
+        return await self._call(fn)
 
     async def _write(self, fn: Callable[[], Any]) -> dict[str, Any]:
         """A write whose answer the client does not deserialise into models
         (``_preload_content=False`` passed by ``fn``): that costs more CPU than the request. The
         raw answer is read and its connection handed back to the pool (else the next call pays a
         new TLS handshake)."""
+
+        self.fence("kubernetes write")
 
         def call() -> dict[str, Any]:
             response = fn()
@@ -113,6 +125,7 @@ class KubeApi:
     async def delete_secret(self, namespace: str, name: str, *, uid: str | None = None) -> None:
         """Delete a Secret; with ``uid``, only that exact object (a precondition)."""
         options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        self.fence("secret delete")
         try:
             await self._call(lambda: self.core.delete_namespaced_secret(name, namespace, body=options))
         except ApiException as exc:
@@ -167,6 +180,7 @@ class KubeApi:
             "metadata": {"resourceVersion": workload.metadata.resource_version},
             "spec": {"template": {"metadata": {"annotations": {v.RESTARTED_AT_ANNOTATION: when}}}},
         }
+        self.fence("workload restart")
         await self._call(lambda: patch_fn(name, namespace, patch))
         return True
 

@@ -8,6 +8,7 @@ be check-and-set against exactly what was read.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +29,18 @@ class Versioned:
     version: int
 
 
+def _unfenced(what: str) -> None:
+    return None
+
+
 class KeyStore:
     def __init__(self, session: VaultSession) -> None:
         self.session = session
         self.mount = session.settings.kv_mount
         self.prefix = session.settings.prefix
         self._peppers: list[Pepper] | None = None
+        #: Asked before every write (pmkeys.reconcile.leadership: one writer at a time).
+        self.fence: Callable[[str], None] = _unfenced
 
     # -- paths ---------------------------------------------------------------------------
     def record_path(self, digest: str) -> str:
@@ -62,6 +69,7 @@ class KeyStore:
 
     async def _write(self, path: str, value: dict[str, Any], *, cas: int) -> int:
         """Write ``value`` if the path is at version ``cas`` (0: only if absent)."""
+        self.fence("vault write")
 
         def write(client: hvac.Client) -> int:
             response = client.secrets.kv.v2.create_or_update_secret(
@@ -137,6 +145,7 @@ class KeyStore:
 
     async def destroy_record(self, digest: str) -> None:
         """Delete a record and all its versions (retention of long-revoked records only)."""
+        self.fence("vault destroy")
 
         def destroy(client: hvac.Client) -> None:
             client.secrets.kv.v2.delete_metadata_and_all_versions(path=self.record_path(digest), mount_point=self.mount)
