@@ -96,6 +96,7 @@ def refused_within(replicas: list[VerifierProcess], plaintext: str, bound: float
     return took
 
 
+@pytest.mark.timeout(OUTAGE_SECONDS + 240)
 def test_openbao_stopped_five_minutes_under_traffic(
     fault_env: LocalEnvironment, control: OperatorControl, replicas: Verifiers, fkube: Kube, ftenant: str
 ) -> None:

@@ -1,0 +1,236 @@
+"""Operator failover with kopf peering: two operators (priorities 100 and 50), the active one
+SIGKILLed — or SIGSTOPped and later SIGCONTed — in the middle of issuance and rotation bursts.
+
+What a user would notice, and what is asserted: the standby takes over within
+``TAKEOVER_BOUND`` seconds (measured: kill → the standby's first write); every key converges
+with the invariants of ``tests/invariants.py`` (one key per object, no orphan, no duplicate);
+and there are never two writers — every write either operator makes is journalled with its
+wall-clock time (``PMKEYS_WRITE_JOURNAL``, test-only), and merged in time order the writers
+form one run per leadership term (a, then b, then a again after SIGCONT), never interleaved.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+from pmkeys.reconcile.leadership import FRESH
+from pmkeys_dev import bootstrap
+from pmkeys_dev.environment import LocalEnvironment
+from pmkeys_dev.processes import ServerProcess
+from tests import report
+from tests.builders import key
+from tests.invariants import check_key, check_vault
+from tests.kube import Kube, wait_for
+from tests.vaultview import VaultView
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+CRDS = Path(__file__).resolve().parents[2] / "charts" / "pmkeys" / "crds" / "kopf.dev-peerings.yaml"
+LIFETIME = 20
+#: lifetime (the dead peer's entry expiring) + one poll + the handover wait, with room for load.
+TAKEOVER_BOUND = 30.0
+
+
+@dataclass
+class Peer:
+    name: str
+    proc: ServerProcess
+    journal: Path
+
+
+class Peers:
+    """Operators sharing one ClusterKopfPeering, each journalling its writes."""
+
+    def __init__(self, env: LocalEnvironment, peering: str, workdir: Path) -> None:
+        self.env = env
+        self.peering = peering
+        self.workdir = workdir
+        self.started: list[Peer] = []
+
+    def start(self, name: str, priority: int) -> Peer:
+        journal = self.workdir / f"{name}.writes"
+        proc = self.env.start_component(
+            "operator",
+            name=f"failover-{name}-{secrets.token_hex(2)}",
+            PMKEYS_BCRYPT_COST="10",  # ~80 ms a hash: kills land in the middle of issuance
+            PMKEYS_PEERING=self.peering,
+            PMKEYS_PRIORITY=str(priority),
+            PMKEYS_PEERING_LIFETIME=str(LIFETIME),
+            PMKEYS_WRITE_JOURNAL=str(journal),
+        )
+        peer = Peer(name, proc, journal)
+        self.started.append(peer)
+        return peer
+
+    def stop_all(self) -> None:
+        for peer in self.started:
+            if peer.proc.pid is not None and peer.proc.running():
+                os.killpg(peer.proc.pid, signal.SIGCONT)  # a stopped process cannot handle SIGTERM
+            peer.proc.stop(grace=5)
+
+    def writes(self) -> list[tuple[int, str]]:
+        """Every journalled write of every operator, as (wall ns, operator name), in time order."""
+        merged: list[tuple[int, str]] = []
+        for peer in self.started:
+            if peer.journal.exists():
+                merged += [(int(line.split()[0]), peer.name) for line in peer.journal.read_text().splitlines()]
+        return sorted(merged)
+
+
+def runs(writes: list[tuple[int, str]]) -> list[str]:
+    """The writers in time order, consecutive writes of one operator collapsed."""
+    out: list[str] = []
+    for _, who in writes:
+        if not out or out[-1] != who:
+            out.append(who)
+    return out
+
+
+def first_write(writes: list[tuple[int, str]], who: str, after: int) -> int | None:
+    return next((t for t, w in writes if w == who and t > after), None)
+
+
+@pytest.fixture
+def peers(fault_env: LocalEnvironment, fkube: Kube, tmp_path: Path) -> Iterator[Peers]:
+    bootstrap.apply_manifests(fkube.api, list(yaml.safe_load_all(CRDS.read_text())))
+    custom = client.CustomObjectsApi(fkube.api)
+    name = f"pmkeys-failover-{secrets.token_hex(3)}"
+    body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
+    wait_for(
+        lambda: custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body),
+        what="peering CRD served",
+    )
+    started = Peers(fault_env, name, tmp_path)
+    yield started
+    started.stop_all()
+    custom.delete_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)
+
+
+def active_writer(fkube: Kube, peers: Peers, ns: str, probe: str) -> str:
+    """Create ``probe`` and return the only operator whose journal shows writes."""
+    fkube.create_key(key(probe, ns))
+    fkube.wait_phase(ns, probe, "Active", timeout=60)
+    writers = {who for _, who in peers.writes()}
+    assert len(writers) == 1, f"writers before any fault: {writers}"
+    return writers.pop()
+
+
+def burst(fkube: Kube, ns: str, prefix: str, rotated: list[str]) -> list[str]:
+    """20 creations and a rotation of each of ``rotated``, sent as fast as the API takes them."""
+    names = [f"{prefix}{i}" for i in range(20)]
+    for name in names:
+        fkube.create_key(key(name, ns, rotation={"gracePeriod": "1h"}))
+    for name in rotated:
+        fkube.patch_key(ns, name, {"spec": {"rotation": {"counter": 1}}})
+    return names
+
+
+def settle(fkube: Kube, fvault: VaultView, ns: str, created: list[str], rotated: list[str]) -> list[str]:
+    wait_for(
+        lambda: all(fkube.status(ns, n).get("phase") == "Active" for n in created), timeout=120, what="burst settled"
+    )
+    wait_for(
+        lambda: all(fkube.status(ns, n).get("rotation", {}).get("observedCounter") == 1 for n in rotated),
+        timeout=120,
+        what="rotations settled",
+    )
+    violations: list[str] = []
+    for name in created:
+        violations += check_key(fkube, fvault, ns, name, max_records=1)
+    for name in rotated:
+        violations += check_key(fkube, fvault, ns, name, max_records=2)
+    return violations + check_vault(fkube, fvault)
+
+
+def existing_keys(fkube: Kube, ns: str, count: int) -> list[str]:
+    names = [f"r{i}" for i in range(count)]
+    for name in names:
+        fkube.create_key(key(name, ns, rotation={"gracePeriod": "1h"}))
+    for name in names:
+        fkube.wait_phase(ns, name, "Active", timeout=60)
+    return names
+
+
+def test_active_operator_sigkilled_mid_burst(peers: Peers, fkube: Kube, fvault: VaultView, ftenant: str) -> None:
+    a = peers.start("a", 100)
+    assert active_writer(fkube, peers, ftenant, "probe") == "a"
+    peers.start("b", 50)
+    rotated = existing_keys(fkube, ftenant, 10)
+    created = burst(fkube, ftenant, "n", rotated)
+    time.sleep(0.5)
+    killed_at = time.time_ns()
+    a.proc.kill()
+    violations = settle(fkube, fvault, ftenant, created, rotated)
+    writes = peers.writes()
+    took = first_write(writes, "b", killed_at)
+    order = runs(writes)
+    if order != ["a", "b"]:
+        violations.append(f"writers in time order: {order} (expected a, then b)")
+    if took is None or (took - killed_at) / 1e9 > TAKEOVER_BOUND:
+        violations.append(f"takeover: {None if took is None else (took - killed_at) / 1e9:.1f} s")
+    by_standby = sum(1 for _, w in writes if w == "b")
+    seconds = (took - killed_at) / 1e9 if took is not None else float("nan")
+    report.record(
+        "active operator SIGKILLed mid-burst (20 creations, 10 rotations)",
+        violations,
+        f"standby took over in {seconds:.1f} s (bound {TAKEOVER_BOUND:.0f} s); {by_standby} writes by it; "
+        "one writer at a time; invariants hold",
+    )
+    assert not violations, violations
+
+
+def test_active_operator_paused_then_resumed(peers: Peers, fkube: Kube, fvault: VaultView, ftenant: str) -> None:
+    """SIGSTOP (a network or VM pause) of the active operator mid-burst: the standby takes over;
+    SIGCONT: the higher-priority one takes back — and at no moment do both write."""
+    a = peers.start("a", 100)
+    assert active_writer(fkube, peers, ftenant, "probe") == "a"
+    peers.start("b", 50)
+    assert a.proc.pid is not None
+    rotated = existing_keys(fkube, ftenant, 10)
+    created = burst(fkube, ftenant, "n", rotated)
+    time.sleep(0.5)
+    stopped_at = time.time_ns()
+    os.killpg(a.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: first_write(peers.writes(), "b", stopped_at), timeout=60, what="standby writes")
+        time.sleep(FRESH)
+        more = [f"m{i}" for i in range(5)]
+        for name in more:
+            fkube.create_key(key(name, ftenant))
+        time.sleep(1)
+    finally:
+        resumed_at = time.time_ns()
+        os.killpg(a.proc.pid, signal.SIGCONT)
+    later = [f"l{i}" for i in range(5)]
+    for name in later:
+        fkube.create_key(key(name, ftenant))
+    violations = settle(fkube, fvault, ftenant, created + more + later, rotated)
+    wait_for(lambda: first_write(peers.writes(), "a", resumed_at), timeout=60, what="the resumed operator writes")
+    writes = peers.writes()
+    order = runs(writes)
+    if order != ["a", "b", "a"]:
+        violations.append(f"writers in time order: {order} (expected a, b, a: one writer at a time)")
+    took = first_write(writes, "b", stopped_at)
+    back = first_write(writes, "a", resumed_at)
+    last_b = max((t for t, w in writes if w == "b"), default=0)
+    seconds = (took - stopped_at) / 1e9 if took is not None else float("nan")
+    if not seconds <= TAKEOVER_BOUND:
+        violations.append(f"takeover after SIGSTOP: {seconds:.1f} s")
+    gap = (back - last_b) / 1e9 if back is not None else float("nan")
+    report.record(
+        "active operator SIGSTOPped mid-burst, SIGCONTed after the takeover",
+        violations,
+        f"standby took over in {seconds:.1f} s; resumed one wrote again {gap:.1f} s after the standby's last "
+        "write; never two writers; invariants hold",
+    )
+    assert not violations, violations
