@@ -49,6 +49,7 @@ from prometheus_client.registry import Collector
 from pmkeys.keys.hashing import Hasher
 from pmkeys.verify.decision import Outcome
 from pmkeys.verify.ratelimit import RedisHealth
+from pmkeys.verify.staleness import VaultHealth
 from pmkeys.verify.usage import UsageFlusher
 from pmkeys.verify.watching import ObjectWatch
 
@@ -92,9 +93,13 @@ class Observed(Protocol):
     redis_health: RedisHealth | None
     watch: ObjectWatch | None
     flusher: UsageFlusher | None
+    vault: VaultHealth
 
     @property
     def cache_size(self) -> int: ...
+
+    @property
+    def stale_entries(self) -> int: ...
 
     @property
     def pending_usage(self) -> int: ...
@@ -151,12 +156,11 @@ class VerifierCollector(Collector):
         yield _counter("redis_errors", "Redis calls that failed.", health.errors)
 
     def _staleness(self) -> Iterator[Metric]:
-        facts = self.verifier.describe()
-        yield _gauge("vault_up", "1 while Vault answers the verifier's reads.", 0 if self.verifier.vault.down else 1)
-        yield _counter(
-            "stale_answers", "Answers from entries Vault could not confirm (outage).", self.verifier.vault.stale_answers
-        )
-        yield _gauge("stale_entries", "Entries past their TTL (what an outage answers from).", facts["staleEntries"])
+        vault = self.verifier.vault
+        yield _gauge("vault_up", "1 while Vault answers the verifier's reads.", 0 if vault.down else 1)
+        yield _counter("stale_answers", "Answers from entries Vault could not confirm (outage).", vault.stale_answers)
+        stale = self.verifier.stale_entries
+        yield _gauge("stale_entries", "Entries past their TTL (what an outage answers from).", stale)
 
     def _watch(self) -> Iterator[Metric]:
         watch = self.verifier.watch

@@ -342,6 +342,11 @@ class Verifier:
     def cache_size(self) -> int:
         return len(self._cache)
 
+    @property
+    def stale_entries(self) -> int:
+        """Entries past their TTL: answering from them now if Vault is down, else re-read on use."""
+        return self._cache.stale_count(_monotonic_ns() // 1000)
+
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         """Load the peppers (retrying in the background if Vault is not there yet), start the
@@ -439,7 +444,6 @@ class Verifier:
 
     def describe(self) -> dict[str, Any]:
         """Runtime facts for ``/readyz`` and debugging (no key material)."""
-        now = _monotonic_ns() // 1000
         return {
             "cacheEntries": len(self._cache),
             "redis": None if self.redis_health is None else ("down" if self.redis_health.down else "up"),
@@ -447,8 +451,7 @@ class Verifier:
             "watch": None if self.watch is None else ("synced" if self.watch.synced else "lost"),
             "vault": "down" if self.vault.down else "up",
             "vaultDownSeconds": round(self.vault.outage_seconds(), 1),
-            # Entries past their TTL: answering from them now if Vault is down, else re-read on use.
-            "staleEntries": self._cache.stale_count(now),
+            "staleEntries": self.stale_entries,
             "servingStale": self.vault.down and self._watch_live(),
             "staleAnswers": self.vault.stale_answers,
         }
