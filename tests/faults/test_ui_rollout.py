@@ -113,9 +113,10 @@ def sign_in(url: str, token: str) -> str:
 
 
 def signed_in_as(url: str, session: str, username: str) -> bool:
+    """The home page (following its redirects, as a browser does) shows the user, not sign-in."""
     with browser(url, session) as http:
-        page = http.get("/")
-        return page.status_code == 200 and username in page.text
+        page = http.get("/", follow_redirects=True)
+        return page.status_code == 200 and page.url.path != "/signin" and username in page.text
 
 
 def csrf_of(url: str, session: str, namespace: str) -> str:
