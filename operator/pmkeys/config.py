@@ -75,7 +75,7 @@ class OperatorSettings(_Settings):
     priority: int = 0
     #: Seconds a peer counts as alive after its keep-alive; bounds the takeover time
     #: (pmkeys.reconcile.leadership). kopf's default is 60.
-    peering_lifetime: int = Field(default=20, ge=10, le=600)
+    peering_lifetime: int = Field(default=15, ge=10, le=600)
     #: Longest random delay added to scheduled rotations, as a fraction of the interval.
     rotation_jitter: float = Field(default=0.05, ge=0, le=0.5)
     metrics_port: int = 0

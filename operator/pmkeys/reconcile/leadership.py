@@ -31,7 +31,8 @@ catch: Vault writes use check-and-set, Secret creates fail on conflict.
 
 Takeover after the active operator dies: its entry expires ``lifetime`` seconds after its last
 keep-alive (kopf touches it every ``lifetime`` - 5…10 s), then one ``POLL`` and ``FRESH`` — with
-the chart's ``lifetime`` of 20 s, between about 6 and 26 seconds. Work refused while not the
+the default ``lifetime`` of 15 s, between about 11 and 21 seconds (``SKEW_MARGIN`` must stay below
+the 5 s kopf leaves between a keep-alive and the lifetime, or a healthy writer would stop). Work refused while not the
 writer is remembered and redone when this process becomes the writer (:attr:`on_gained`).
 Standalone operators (no peering) always write.
 """
@@ -54,8 +55,6 @@ logger = logging.getLogger(__name__)
 POLL = 1.0
 FRESH = 5.0
 SKEW_MARGIN = 2.0
-#: Peering lifetime the operator announces (kopf's own default is 60 s).
-DEFAULT_LIFETIME = 20
 
 
 class NotLeader(Exception):
