@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from kubernetes import client
 
 from pmkeys import metrics
 from pmkeys.api import vocabulary as v
@@ -289,7 +290,7 @@ def _leadership(settings: OperatorSettings, kube: KubeApi, identity: str) -> Lea
 
 async def _peering_status(kube: KubeApi, name: str, namespace: str | None) -> dict[str, Any] | None:
     """The status of kopf's ClusterKopfPeering (or KopfPeering in ``namespace``): peer → facts."""
-    custom = kube.custom
+    custom = client.CustomObjectsApi(kube.core.api_client)
     if namespace is None:
         body = await kube.read(lambda: custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name))
     else:
