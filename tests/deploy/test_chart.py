@@ -231,6 +231,7 @@ RULE_REFUSALS = [
     (["--set", "operator.replicas=2"], "operator.replicas=2 needs operator.peering.enabled=true"),
     (["--set", "verifier.replicas=3"], "verifier.replicas > 1 or verifier.autoscaling.enabled=true needs redis.url"),
     (["--set", "verifier.autoscaling.enabled=true"], "needs redis.url or redis.existingSecret.name"),
+    (["--set", "ui.replicas=2"], "ui.replicas > 1 needs redis.url or redis.existingSecret.name"),
     (
         ["--set", "vault.caCert.secretName=a", "--set", "vault.caCert.configMapName=b"],
         "vault.caCert.secretName and vault.caCert.configMapName are both set",
