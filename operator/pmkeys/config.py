@@ -120,13 +120,28 @@ class VerifierSettings(_Settings):
     namespaces: list[str] = Field(default_factory=list)
     #: Route → scope mapping for the gateway endpoint, as "METHOD /prefix=scope" entries.
     routes: list[str] = Field(default_factory=list)
-    #: Header a gateway may set to name the scope of a route the map does not cover ("" = off).
+    #: Which gateway calls the gateway endpoint; it decides which headers and parts of the
+    #: request are trusted (docs/verifier.md, "Gateways"): nginx, envoy, traefik, or direct
+    #: (the caller's own request line, nothing else).
+    gateway: Literal["nginx", "envoy", "traefik", "direct"] = "direct"
+    #: Header naming the scope of a route the map does not cover; honoured only in envoy mode,
+    #: where the gateway's headers_to_add overrides whatever the client sent ("" = off).
     scope_header: str = "X-Required-Scope"
     #: Gateway requests whose scope is neither mapped nor in the header: "deny" (403) or
     #: "authenticate" (any valid key passes).
     unmapped_routes: Literal["deny", "authenticate"] = "deny"
     #: Header naming the client for the failed-attempt limit (right-most entry), else the peer.
     client_header: str = "X-Forwarded-For"
+    #: Callers of the HTTP service authenticate with a token ("token"); "off" is for local use
+    #: only (every endpoint but /healthz, /readyz and /metrics then answers anyone).
+    caller_auth: Literal["token", "off"] = "token"
+    #: Caller name -> token; the chart mounts them from a Secret as files (caller_tokens_dir,
+    #: one file per caller, named after it), tests and local set-ups may pass JSON here.
+    caller_tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    caller_tokens_dir: str = ""
+    #: Unknown keys (each costs a Vault read) one caller may present per minute, whatever
+    #: clients it names, before it gets 429 for keys this verifier has not cached.
+    caller_unknown_keys_per_minute: int = Field(default=600, ge=1)
     #: Largest request body (bytes) and header block the HTTP service accepts (413 / 431 beyond).
     max_body_bytes: int = Field(default=4096, ge=256)
     max_header_bytes: int = Field(default=16384, ge=1024)

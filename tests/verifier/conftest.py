@@ -9,6 +9,7 @@ for every key the run issued.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,14 @@ from pmkeys_dev.environment import LocalEnvironment
 from pmkeys_dev.processes import ServerProcess, free_port
 from pmkeys_dev.redis import RedisServer
 
+#: Caller tokens of this run: the tests call the verifier as "tests"; gateways as "gateway".
+#: Kept in the environment because pytest may import this module twice (as a conftest and as
+#: ``tests.verifier.conftest``), and both copies must agree.
+CALLER_TOKEN = os.environ.setdefault("PMKEYS_TEST_CALLER_TOKEN", secrets.token_urlsafe(32))
+GATEWAY_TOKEN = os.environ.setdefault("PMKEYS_TEST_GATEWAY_TOKEN", secrets.token_urlsafe(32))
+CALLER_TOKENS = {"tests": CALLER_TOKEN, "gateway": GATEWAY_TOKEN}
+CALLER_HEADERS = {"X-Pmkeys-Caller-Token": CALLER_TOKEN}
+
 #: The route map the gateway tests use.
 ROUTES = [
     "POST /v1/messages=send_email",
@@ -40,10 +49,14 @@ ROUTES = [
 class VerifierProcess:
     proc: ServerProcess
     port: int
+    #: Authenticated as the caller "tests".
     http: httpx.Client = field(init=False)
+    #: No caller token: what any pod in the cluster could send.
+    anonymous: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
-        self.http = httpx.Client(base_url=self.url, timeout=10)
+        self.http = httpx.Client(base_url=self.url, timeout=10, headers=CALLER_HEADERS)
+        self.anonymous = httpx.Client(base_url=self.url, timeout=10)
 
     @property
     def url(self) -> str:
@@ -59,7 +72,11 @@ class VerifierProcess:
         return self.http.request(method, "/v1/authz" + path, headers=sent)
 
     def metrics(self) -> str:
-        return self.http.get("/metrics").text
+        return self.anonymous.get("/metrics").text
+
+    def close(self) -> None:
+        self.http.close()
+        self.anonymous.close()
 
 
 class Verifiers:
@@ -78,6 +95,8 @@ class Verifiers:
             "PMKEYS_ROUTES": json.dumps(ROUTES),
             "PMKEYS_FAILED_ATTEMPTS_PER_MINUTE": "1000",
             "PMKEYS_LOG_LEVEL": "INFO",
+            "PMKEYS_GATEWAY": "direct",
+            "PMKEYS_CALLER_TOKENS": json.dumps(CALLER_TOKENS),
         }
         if redis is not None:
             env["PMKEYS_REDIS_URL"] = redis.url
@@ -92,7 +111,7 @@ class Verifiers:
     def stop(self, verifier: VerifierProcess) -> None:
         text = verifier.metrics() if verifier.proc.running() else ""  # a test may have killed it
         findings = leakscan.scan([(f"verifier metrics :{verifier.port}", text)], self.issued)
-        verifier.http.close()
+        verifier.close()
         verifier.proc.stop(grace=10)
         self.running.remove(verifier)
         assert not findings, "plaintext keys in verifier metrics: " + "; ".join(map(str, findings))

@@ -1,8 +1,8 @@
 """A real nginx (Debian's, run unprivileged with its own prefix) doing ``auth_request`` against
 a verifier, in front of a tiny upstream that echoes the headers it received.
 
-The nginx configuration is the one ``docs/verifier.md`` documents, including the variant that
-maps rate-limit refusals back to 429: nginx's ``auth_request`` passes 401 and 403 through and
+The nginx configuration is read from ``docs/verifier.md`` (what users copy), including the part
+that maps rate-limit refusals back to 429: nginx's ``auth_request`` passes 401 and 403 through and
 turns any other status into a 500, so the verifier is asked (``?rate_limited_status=403``) to
 answer them with 403 and ``X-Pmkeys-Reason: rate_limited``, and ``error_page 403`` sorts them.
 """
@@ -10,6 +10,7 @@ answer them with 403 and ``X-Pmkeys-Reason: rate_limited``, and ``error_page 403
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,66 +36,30 @@ http {{
     uwsgi_temp_path {prefix}/tmp/uwsgi;
     scgi_temp_path {prefix}/tmp/scgi;
 
-    upstream pmkeys_verifier {{ server 127.0.0.1:{verifier_port}; keepalive 16; }}
     upstream api {{ server 127.0.0.1:{upstream_port}; }}
 
-    server {{
-        listen 127.0.0.1:{port};
-
-{locations}
-    }}
+{documented}
 }}
 """
 
-#: The part users copy (docs/verifier.md shows the same text).
-LOCATIONS = """\
-        # Every request under / is checked by the verifier first.
-        location / {
-            auth_request /_pmkeys_auth;
-            auth_request_set $pmkeys_tenant $upstream_http_x_tenant_id;
-            auth_request_set $pmkeys_key_id $upstream_http_x_api_key_id;
-            auth_request_set $pmkeys_scopes $upstream_http_x_api_key_scopes;
-            auth_request_set $pmkeys_reason $upstream_http_x_pmkeys_reason;
-            auth_request_set $pmkeys_retry_after $upstream_http_retry_after;
-            auth_request_set $pmkeys_limit_policy $upstream_http_ratelimit_policy;
-            auth_request_set $pmkeys_limit $upstream_http_ratelimit;
-            error_page 403 = @pmkeys_denied;
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "verifier.md"
+#: The verifier's address and the caller token as docs/verifier.md writes them.
+DOCUMENTED_VERIFIER = "pmkeys-verifier.pmkeys-system.svc:8080"
+DOCUMENTED_TOKEN = "CALLER-TOKEN-FROM-THE-SECRET"
 
-            # Identity for the API; a client cannot forge these (proxy_set_header replaces).
-            proxy_set_header X-Tenant-Id $pmkeys_tenant;
-            proxy_set_header X-Api-Key-Id $pmkeys_key_id;
-            proxy_set_header X-Api-Key-Scopes $pmkeys_scopes;
-            add_header RateLimit-Policy $pmkeys_limit_policy always;
-            add_header RateLimit $pmkeys_limit always;
-            proxy_pass http://api;
-        }
 
-        location = /_pmkeys_auth {
-            internal;
-            proxy_pass http://pmkeys_verifier/v1/authz?rate_limited_status=403;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header X-Original-Method $request_method;
-            proxy_set_header X-Original-URI $request_uri;
-            proxy_set_header X-Forwarded-For $remote_addr;
-        }
+def documented_block(language: str, *, index: int = 0) -> str:
+    """The ``index``-th fenced block in ``language`` of docs/verifier.md, as users copy it."""
+    blocks = re.findall(rf"```{language}\n(.*?)```", DOCS.read_text(), flags=re.S)
+    return blocks[index]
 
-        # 403 from the verifier: a missing scope, or a rate-limit refusal sent as 403.
-        location @pmkeys_denied {
-            default_type application/json;
-            if ($pmkeys_reason ~ "^(rate_limited|too_many_failures)$") {
-                add_header Retry-After $pmkeys_retry_after always;
-                add_header RateLimit-Policy $pmkeys_limit_policy always;
-                add_header RateLimit $pmkeys_limit always;
-                add_header X-Pmkeys-Reason $pmkeys_reason always;
-                return 429 '{"reason":"$pmkeys_reason"}\\n';
-            }
-            add_header X-Pmkeys-Reason $pmkeys_reason always;
-            return 403 '{"reason":"$pmkeys_reason"}\\n';
-        }
-"""
+
+def documented_nginx(*, verifier_port: int, listen: int, token: str) -> str:
+    """The nginx configuration of docs/verifier.md, pointed at local servers."""
+    text = documented_block("nginx")
+    assert DOCUMENTED_VERIFIER in text and DOCUMENTED_TOKEN in text, "docs/verifier.md changed shape"
+    text = text.replace(DOCUMENTED_VERIFIER, f"127.0.0.1:{verifier_port}").replace(DOCUMENTED_TOKEN, token)
+    return text.replace("server {\n", f"server {{\n    listen 127.0.0.1:{listen};\n", 1)
 
 
 class EchoUpstream:
@@ -139,11 +104,12 @@ class EchoUpstream:
 
 
 class NginxGateway:
-    def __init__(self, prefix: Path, *, verifier_port: int, upstream_port: int) -> None:
+    def __init__(self, prefix: Path, *, verifier_port: int, upstream_port: int, token: str) -> None:
         self.prefix = prefix
         self.port = free_port()
         self.verifier_port = verifier_port
         self.upstream_port = upstream_port
+        self.token = token
         self.process: ServerProcess | None = None
 
     @property
@@ -151,13 +117,8 @@ class NginxGateway:
         return f"http://127.0.0.1:{self.port}"
 
     def config(self) -> str:
-        return CONFIG.format(
-            prefix=self.prefix,
-            port=self.port,
-            verifier_port=self.verifier_port,
-            upstream_port=self.upstream_port,
-            locations=LOCATIONS,
-        )
+        documented = documented_nginx(verifier_port=self.verifier_port, listen=self.port, token=self.token)
+        return CONFIG.format(prefix=self.prefix, upstream_port=self.upstream_port, documented=documented)
 
     def start(self) -> None:
         for sub in ("logs", "tmp", "conf"):

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from tests.kube import Kube
-from tests.verifier.conftest import Verifiers, issue, random_key
+from tests.verifier.conftest import GATEWAY_TOKEN, Verifiers, issue, random_key
 from tests.verifier.gateway import NGINX, EchoUpstream, NginxGateway
 
 from pmkeys_dev import bootstrap
@@ -42,9 +42,12 @@ def upstream() -> Iterator[EchoUpstream]:
 
 @pytest.fixture(scope="module")
 def gateway(env: LocalEnvironment, module_verifiers: Verifiers, upstream: EchoUpstream) -> Iterator[httpx.Client]:
-    verifier = module_verifiers.start()
+    verifier = module_verifiers.start(PMKEYS_GATEWAY="nginx")
     nginx = NginxGateway(
-        env.workdir / f"nginx-{verifier.port}", verifier_port=verifier.port, upstream_port=upstream.port
+        env.workdir / f"nginx-{verifier.port}",
+        verifier_port=verifier.port,
+        upstream_port=upstream.port,
+        token=GATEWAY_TOKEN,
     )
     nginx.start()
     with httpx.Client(base_url=nginx.url, timeout=10) as http:

@@ -42,11 +42,13 @@ def test_rate_limit_fields_follow_the_ietf_draft() -> None:
 
 
 def test_identity_headers_only_when_allowed() -> None:
-    assert h.identity_headers(ALLOWED) == {
+    assert h.identity_headers(ALLOWED, "pm_live_" + "a" * 32) == {
         "X-Tenant-Id": "acme",
         "X-Api-Key-Id": "kabcdefghijk",
         "X-Api-Key-Scopes": "send_email,read_analytics",
+        "X-Api-Key-Environment": "live",
     }
+    assert h.identity_headers(ALLOWED, "pm_test_" + "a" * 32)["X-Api-Key-Environment"] == "test"
     assert h.identity_headers(Decision(Outcome.SCOPE_MISSING, "acme", "kabcdefghijk")) == {}
 
 

@@ -34,6 +34,24 @@ def verifier(module_verifiers: Verifiers) -> VerifierProcess:
 
 
 @pytest.fixture(scope="module")
+def traefik(module_verifiers: Verifiers) -> VerifierProcess:
+    """A verifier called as Traefik's ForwardAuth calls it (X-Forwarded-Method/-Uri)."""
+    return module_verifiers.start(PMKEYS_GATEWAY="traefik")
+
+
+@pytest.fixture(scope="module")
+def nginx(module_verifiers: Verifiers) -> VerifierProcess:
+    """A verifier called as nginx auth_request calls it (X-Original-Method/-URI)."""
+    return module_verifiers.start(PMKEYS_GATEWAY="nginx")
+
+
+@pytest.fixture(scope="module")
+def envoy(module_verifiers: Verifiers) -> VerifierProcess:
+    """A verifier called as Envoy ext_authz calls it (method kept, path appended)."""
+    return module_verifiers.start(PMKEYS_GATEWAY="envoy")
+
+
+@pytest.fixture(scope="module")
 def sender(kube: Kube, ns: str) -> tuple[str, dict[str, Any]]:
     return issue(kube, ns, "sender", scopes=["send_email"], tier="starter")
 
@@ -141,107 +159,117 @@ def test_over_the_limit_is_429_with_headers(verifier: VerifierProcess, kube: Kub
 
 # -- the gateway endpoint -------------------------------------------------------------------------
 def test_gateway_allows_mapped_route_with_identity_headers(
-    verifier: VerifierProcess, sender: tuple[str, dict], ns: str
+    traefik: VerifierProcess, sender: tuple[str, dict], ns: str
 ) -> None:
     plaintext, status = sender
-    response = verifier.authz("", api_key=plaintext, X_Forwarded_Method="POST", X_Forwarded_Uri="/v1/messages?x=1")
+    response = traefik.authz("", api_key=plaintext, X_Forwarded_Method="POST", X_Forwarded_Uri="/v1/messages?x=1")
     assert response.status_code == 200
     assert response.headers["X-Tenant-Id"] == ns
     assert response.headers["X-Api-Key-Id"] == status["keyId"]
     assert response.headers["X-Api-Key-Scopes"] == "send_email"
+    assert response.headers["X-Api-Key-Environment"] == "live"
     assert response.headers["RateLimit-Policy"] == '"starter";q=60;w=60'
 
 
-def test_gateway_reads_x_api_key_and_envoy_paths(verifier: VerifierProcess, sender: tuple[str, dict]) -> None:
+def test_gateway_reads_x_api_key_and_envoy_paths(envoy: VerifierProcess, sender: tuple[str, dict]) -> None:
     # Envoy ext_authz keeps the method and appends the original path to the authz path.
-    response = verifier.http.post("/v1/authz/v1/messages/batch", headers={"X-API-Key": sender[0]})
+    response = envoy.http.post("/v1/authz/v1/messages/batch", headers={"X-API-Key": sender[0]})
     assert response.status_code == 200
     assert response.headers["X-Api-Key-Scopes"] == "send_email"
 
 
-def test_gateway_nginx_original_headers(verifier: VerifierProcess, analyst: tuple[str, dict]) -> None:
-    response = verifier.authz("", api_key=analyst[0], X_Original_Method="GET", X_Original_URI="/v1/analytics/daily")
+def test_gateway_nginx_original_headers(nginx: VerifierProcess, analyst: tuple[str, dict]) -> None:
+    response = nginx.authz("", api_key=analyst[0], X_Original_Method="GET", X_Original_URI="/v1/analytics/daily")
     assert response.status_code == 200
 
 
-def test_gateway_refuses_wrong_scope_with_403(verifier: VerifierProcess, sender: tuple[str, dict]) -> None:
-    response = verifier.authz("", api_key=sender[0], X_Forwarded_Method="GET", X_Forwarded_Uri="/v1/analytics")
+def test_gateway_refuses_wrong_scope_with_403(traefik: VerifierProcess, sender: tuple[str, dict]) -> None:
+    response = traefik.authz("", api_key=sender[0], X_Forwarded_Method="GET", X_Forwarded_Uri="/v1/analytics")
     assert response.status_code == 403
     assert body_of(response)["reason"] == "scope_missing"
     assert response.headers["X-Pmkeys-Reason"] == "scope_missing"
     assert "X-Tenant-Id" not in response.headers
 
 
-def test_gateway_route_for_any_valid_key(verifier: VerifierProcess, sender: tuple[str, dict]) -> None:
-    assert verifier.authz("/v1/me", api_key=sender[0]).status_code == 200
+def test_gateway_route_for_any_valid_key(envoy: VerifierProcess, sender: tuple[str, dict]) -> None:
+    assert envoy.authz("/v1/me", api_key=sender[0]).status_code == 200
 
 
-def test_gateway_unmapped_route_is_denied(verifier: VerifierProcess, sender: tuple[str, dict]) -> None:
-    response = verifier.authz("/v1/admin", api_key=sender[0])
+def test_gateway_unmapped_route_is_denied(envoy: VerifierProcess, sender: tuple[str, dict]) -> None:
+    response = envoy.authz("/v1/admin", api_key=sender[0])
     assert response.status_code == 403
     assert body_of(response)["reason"] == "route_unmapped"
 
 
-def test_gateway_bad_key_beats_unmapped_route(verifier: VerifierProcess) -> None:
-    assert verifier.authz("/v1/admin", api_key=random_key()).status_code == 401
+def test_gateway_bad_key_beats_unmapped_route(envoy: VerifierProcess) -> None:
+    assert envoy.authz("/v1/admin", api_key=random_key()).status_code == 401
 
 
-def test_gateway_scope_header_for_unmapped_routes(verifier: VerifierProcess, sender: tuple[str, dict]) -> None:
-    assert verifier.authz("/v2/send", api_key=sender[0], X_Required_Scope="send_email").status_code == 200
-    assert verifier.authz("/v2/send", api_key=sender[0], X_Required_Scope="manage_contacts").status_code == 403
-    bad = verifier.authz("/v2/send", api_key=sender[0], X_Required_Scope="everything")
+def test_gateway_scope_header_for_unmapped_routes(envoy: VerifierProcess, sender: tuple[str, dict]) -> None:
+    # Envoy mode: the header Envoy's headers_to_add sets (it replaces a client's).
+    assert envoy.authz("/v2/send", api_key=sender[0], X_Required_Scope="send_email").status_code == 200
+    assert envoy.authz("/v2/send", api_key=sender[0], X_Required_Scope="manage_contacts").status_code == 403
+    bad = envoy.authz("/v2/send", api_key=sender[0], X_Required_Scope="everything")
     assert bad.status_code == 400
     assert "send_email, read_analytics, manage_contacts" in bad.text
 
 
-def test_gateway_scope_from_the_auth_url(verifier: VerifierProcess, sender: tuple[str, dict]) -> None:
-    headers = {"X-API-Key": sender[0]}
-    assert verifier.http.get("/v1/authz/v2/send", params={"scope": "send_email"}, headers=headers).status_code == 200
-    assert verifier.http.get("/v1/authz/v2/x", params={"scope": "read_analytics"}, headers=headers).status_code == 403
-    assert verifier.http.get("/v1/authz/v2/x", params={"scope": "all"}, headers=headers).status_code == 400
+def test_gateway_scope_from_the_auth_url(traefik: VerifierProcess, sender: tuple[str, dict]) -> None:
+    def check(uri: str, scope: str) -> int:
+        headers = {"X-API-Key": sender[0], "X-Forwarded-Method": "GET", "X-Forwarded-Uri": uri}
+        return traefik.http.get("/v1/authz", params={"scope": scope}, headers=headers).status_code
+
+    assert check("/v2/send", "send_email") == 200
+    assert check("/v2/x", "read_analytics") == 403
+    assert check("/v2/x", "all") == 400
 
 
-def test_gateway_route_map_beats_the_scope_header(verifier: VerifierProcess, sender: tuple[str, dict]) -> None:
+def test_gateway_route_map_beats_the_scope_header(envoy: VerifierProcess, sender: tuple[str, dict]) -> None:
     # A client cannot lift a mapped route's requirement by sending its own scope header.
-    response = verifier.authz("/v1/analytics", api_key=sender[0], X_Required_Scope="send_email")
+    response = envoy.authz("/v1/analytics", api_key=sender[0], X_Required_Scope="send_email")
     assert response.status_code == 403
 
 
-def test_gateway_path_tricks_do_not_escape_the_route_map(verifier: VerifierProcess, sender: tuple[str, dict]) -> None:
+def test_gateway_path_tricks_do_not_escape_the_route_map(traefik: VerifierProcess, sender: tuple[str, dict]) -> None:
     for uri in ("/v1//analytics", "/v1/messages/../analytics", "/v1/%61nalytics"):
-        response = verifier.authz("", api_key=sender[0], X_Forwarded_Method="GET", X_Forwarded_Uri=uri)
+        response = traefik.authz("", api_key=sender[0], X_Forwarded_Method="GET", X_Forwarded_Uri=uri)
         assert response.status_code == 403, uri
 
 
-def test_gateway_without_key_is_401_with_bare_challenge(verifier: VerifierProcess) -> None:
-    response = verifier.authz("/v1/messages", method="POST")
+def test_gateway_without_key_is_401_with_bare_challenge(envoy: VerifierProcess) -> None:
+    response = envoy.authz("/v1/messages", method="POST")
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="pmkeys"'
-    basic = verifier.authz("/v1/messages", method="POST", Authorization="Basic dXNlcjpwYXNz")
+    basic = envoy.authz("/v1/messages", method="POST", Authorization="Basic dXNlcjpwYXNz")
     assert basic.status_code == 401
 
 
-def test_gateway_rate_limit_as_403_for_nginx(verifier: VerifierProcess, kube: Kube, ns: str) -> None:
+def test_gateway_rate_limit_as_403_for_nginx(nginx: VerifierProcess, kube: Kube, ns: str) -> None:
     plaintext, _ = issue(kube, ns, "nginx-limited", rateLimit=1)
-    first = verifier.http.get("/v1/authz/v1/me", headers={"X-API-Key": plaintext})
+    original = {"X-API-Key": plaintext, "X-Original-Method": "GET", "X-Original-URI": "/v1/me"}
+    first = nginx.http.get("/v1/authz", headers=original)
     assert first.status_code == 200
-    second = verifier.http.get("/v1/authz/v1/me", params={"rate_limited_status": 403}, headers={"X-API-Key": plaintext})
+    second = nginx.http.get("/v1/authz", params={"rate_limited_status": 403}, headers=original)
     assert second.status_code == 403
     assert second.headers["X-Pmkeys-Reason"] == "rate_limited"
     assert int(second.headers["Retry-After"]) >= 1
-    third = verifier.http.get("/v1/authz/v1/me", headers={"X-API-Key": plaintext})
+    third = nginx.http.get("/v1/authz", headers=original)
     assert third.status_code == 429
 
 
 # -- errors reported by the API ---------------------------------------------------------------------
-def test_error_reports(verifier: VerifierProcess, sender: tuple[str, dict]) -> None:
+def test_error_reports(verifier: VerifierProcess, sender: tuple[str, dict], analyst: tuple[str, dict]) -> None:
     key_id = sender[1]["keyId"]
-    accepted = verifier.http.post(f"/v1/keys/{key_id}/errors", json={"count": 2})
+    with_key = {"Authorization": f"Bearer {sender[0]}"}
+    accepted = verifier.http.post(f"/v1/keys/{key_id}/errors", json={"count": 2}, headers=with_key)
     assert accepted.status_code == 202
     assert body_of(accepted) == {"keyId": key_id, "counted": 2}
-    assert verifier.http.post("/v1/keys/kzzzzzzzzzzz/errors").status_code == 404
-    assert verifier.http.post("/v1/keys/NOT-AN-ID/errors").status_code == 422
-    assert verifier.http.post(f"/v1/keys/{key_id}/errors", json={"count": 0}).status_code == 422
+    assert verifier.http.post(f"/v1/keys/{key_id}/errors", json={"count": 2}).status_code == 401, "no key"
+    other = {"Authorization": f"Bearer {analyst[0]}"}
+    assert verifier.http.post(f"/v1/keys/{key_id}/errors", headers=other).status_code == 403, "another key"
+    assert verifier.http.post("/v1/keys/kzzzzzzzzzzz/errors", headers=with_key).status_code == 403
+    assert verifier.http.post("/v1/keys/NOT-AN-ID/errors", headers=with_key).status_code == 422
+    assert verifier.http.post(f"/v1/keys/{key_id}/errors", json={"count": 0}, headers=with_key).status_code == 422
 
 
 # -- limits and validation ------------------------------------------------------------------------

@@ -64,16 +64,17 @@ async def wait_ready(verifier: Verifier) -> None:
     raise AssertionError(f"verifier not ready: {verifier.readiness()}")
 
 
-def write_record(vault: VaultView, kube: Kube, namespace: str, *, cost: int) -> str:
-    """A key whose record is written straight to Vault (as the operator would, at any cost)."""
+def write_record(vault: VaultView, kube: Kube, namespace: str, *, cost: int, owner: str) -> str:
+    """A key whose record is written straight to Vault (as the operator would, at any cost),
+    for the existing TenantApiKey ``owner`` (the verifier refuses records of absent objects)."""
     plaintext = random_key()
     kube.issued.add(plaintext)
     record = KeyRecord(
         key_id="k" + secrets.token_hex(6)[:11],
         tenant=namespace,
         namespace=namespace,
-        name="direct",
-        uid=f"direct-{secrets.token_hex(4)}",
+        name=owner,
+        uid=kube.get_key(namespace, owner)["metadata"]["uid"],
         bcrypt=bcrypt.hashpw(plaintext.encode(), bcrypt.gensalt(cost)).decode(),
         scopes=[Scope.SEND_EMAIL],
         tier=Tier.STARTER,
@@ -166,7 +167,7 @@ async def test_a_full_bcrypt_pool_answers_busy(
     make_verifier: Callable[..., object], kube: Kube, vault: VaultView, tenant: str
 ) -> None:
     issue(kube, tenant, "pepper-exists")
-    slow = [write_record(vault, kube, tenant, cost=13) for _ in range(3)]
+    slow = [write_record(vault, kube, tenant, cost=13, owner="pepper-exists") for _ in range(3)]
     hasher = Hasher(cost=12, workers=1, max_queue=1)
     verifier: Verifier = await make_verifier(hasher=hasher)  # type: ignore[misc]
     decisions = await asyncio.gather(*(verifier.verify(k, "send_email") for k in slow))

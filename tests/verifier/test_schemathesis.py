@@ -18,7 +18,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import negative_data_rejection
 from tests.kube import Kube
-from tests.verifier.conftest import VerifierProcess, Verifiers, issue
+from tests.verifier.conftest import CALLER_HEADERS, VerifierProcess, Verifiers, issue
 
 from pmkeys_dev import bootstrap
 
@@ -41,7 +41,7 @@ def issued_key(kube: Kube) -> str:
 
 @pytest.fixture(scope="module")
 def api_schema(verifier: VerifierProcess) -> schemathesis.BaseSchema:
-    return schemathesis.openapi.from_url(f"{verifier.url}/openapi.json")
+    return schemathesis.openapi.from_url(f"{verifier.url}/openapi.json", headers=CALLER_HEADERS)
 
 
 def _labels(schema: schemathesis.BaseSchema) -> list[str]:
@@ -69,7 +69,7 @@ def test_no_5xx_and_answers_match_the_document(
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         def run(case: schemathesis.Case) -> None:
-            headers: dict[str, Any] = {}
+            headers: dict[str, Any] = dict(CALLER_HEADERS)
             if pin_key:
                 headers["Authorization"] = f"Bearer {issued_key}"
                 if isinstance(case.body, dict) and "key" in case.body:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from tests.kube import Kube, wait_for
-from tests.verifier.conftest import VerifierProcess, Verifiers, issue
+from tests.verifier.conftest import CALLER_HEADERS, VerifierProcess, Verifiers, issue
 
 from pmkeys_dev.environment import LocalEnvironment
 from pmkeys_dev.redis import RedisServer
@@ -32,7 +32,7 @@ async def burst(replicas: list[VerifierProcess], plaintext: str, count: int, *, 
     codes: Counter[int] = Counter()
 
     async def client() -> None:
-        async with httpx.AsyncClient(timeout=20) as http:
+        async with httpx.AsyncClient(timeout=20, headers=CALLER_HEADERS) as http:
             while not queue.empty():
                 n = queue.get_nowait()
                 target = replicas[n % len(replicas)]

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from kubernetes import client
 from tests.kube import Kube
-from tests.verifier.conftest import Plaintext, VerifierProcess, Verifiers, issue
+from tests.verifier.conftest import CALLER_HEADERS, Plaintext, VerifierProcess, Verifiers, issue
 
 from pmkeys_dev import bootstrap
 from pmkeys_dev.environment import LocalEnvironment
@@ -41,7 +41,7 @@ async def spread(replicas: list[VerifierProcess], plaintext: str, counts: list[i
     """Send counts[i] allowed requests to replica i, concurrently."""
 
     async def send(replica: VerifierProcess, count: int) -> None:
-        async with httpx.AsyncClient(base_url=replica.url, timeout=20) as http:
+        async with httpx.AsyncClient(base_url=replica.url, timeout=20, headers=CALLER_HEADERS) as http:
             for _ in range(count):
                 response = await http.post("/v1/verify", json={"key": plaintext, "scope": "send_email"})
                 assert response.status_code == 200
@@ -56,7 +56,10 @@ def test_usage_matches_requests_on_one_replica(verifiers: Verifiers, kube: Kube,
     asyncio.run(spread([replica], plaintext, [7]))
     for _ in range(2):
         assert replica.verify(plaintext, "manage_contacts").status_code == 403
-    assert replica.http.post(f"/v1/keys/{status['keyId']}/errors", json={"count": 3}).status_code == 202
+    report = replica.http.post(
+        f"/v1/keys/{status['keyId']}/errors", json={"count": 3}, headers={"X-API-Key": plaintext}
+    )
+    assert report.status_code == 202
     counted = wait_usage(kube, tenant, "counted", requests=9, errors=5)
     last_used = dt.datetime.fromisoformat(counted["lastUsedAt"].replace("Z", "+00:00"))
     assert before <= last_used <= dt.datetime.now(dt.UTC)

@@ -27,6 +27,9 @@ class Outcome(StrEnum):
     SCOPE_MISSING = "scope_missing"
     #: 403: the gateway endpoint found no scope for the route and the policy is to deny.
     ROUTE_UNMAPPED = "route_unmapped"
+    #: 403: the gateway endpoint refuses a path upstreams may read differently (encoded '/',
+    #: dot segments, ';', …), rather than guess which route it is.
+    PATH_AMBIGUOUS = "path_ambiguous"
     #: 429: the key, or its tenant's keys together, are over their per-minute limit.
     RATE_LIMITED = "rate_limited"
     #: 429: this client failed too often; only keys this process already verified still pass.
@@ -48,6 +51,7 @@ HTTP_STATUS: MappingProxyType[Outcome, int] = MappingProxyType(
         Outcome.EXPIRED: 401,
         Outcome.SCOPE_MISSING: 403,
         Outcome.ROUTE_UNMAPPED: 403,
+        Outcome.PATH_AMBIGUOUS: 403,
         Outcome.RATE_LIMITED: 429,
         Outcome.TOO_MANY_FAILURES: 429,
         Outcome.BUSY: 503,
@@ -68,6 +72,7 @@ MESSAGES: MappingProxyType[Outcome, str] = MappingProxyType(
         Outcome.EXPIRED: "the API key has expired",
         Outcome.SCOPE_MISSING: "the API key lacks the scope this request needs",
         Outcome.ROUTE_UNMAPPED: "no scope is configured for this route",
+        Outcome.PATH_AMBIGUOUS: "the request path is ambiguous and was refused",
         Outcome.RATE_LIMITED: "over the rate limit; retry after Retry-After seconds",
         Outcome.TOO_MANY_FAILURES: "too many failed attempts from this client; retry after Retry-After seconds",
         Outcome.BUSY: "the verifier is busy checking new keys; retry shortly",

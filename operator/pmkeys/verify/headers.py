@@ -1,12 +1,13 @@
 """HTTP headers in and out of the verifier, as pure functions.
 
-In: the key (``Authorization: Bearer …`` or ``X-API-Key``), the original method and path a
-gateway forwards (Traefik ``X-Forwarded-Method``/``X-Forwarded-Uri``, nginx
-``X-Original-Method``/``X-Original-URI`` by convention, Envoy the request line itself), and the
-client address.
+In: the key (``Authorization: Bearer …`` or ``X-API-Key``) and the client address. Which
+headers carry the original method and path depends on the gateway
+(:mod:`pmkeys.verify.gateway`).
 
 Out: the identity headers gateways copy to the upstream (``X-Tenant-Id``, ``X-Api-Key-Id``,
-``X-Api-Key-Scopes``), ``WWW-Authenticate`` on 401 (RFC 6750), ``Retry-After`` on 429/503, and
+``X-Api-Key-Scopes``, ``X-Api-Key-Environment``: ``live`` or ``test``, so an upstream can tell a
+``pm_test_`` key from a live one), ``WWW-Authenticate`` on 401 (RFC 6750), ``Retry-After`` on
+429/503, and
 the rate-limit fields of the IETF httpapi draft (draft-ietf-httpapi-ratelimit-headers, the
 structured-field form of draft 08 and later)::
 
@@ -23,23 +24,21 @@ respects the smaller ``r`` of the two is never refused.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from pmkeys.verify.decision import Decision, Outcome
 from pmkeys.verify.windows import WINDOW_SECONDS
 
 TENANT_HEADER = "X-Tenant-Id"
 KEY_ID_HEADER = "X-Api-Key-Id"
 SCOPES_HEADER = "X-Api-Key-Scopes"
+ENVIRONMENT_HEADER = "X-Api-Key-Environment"
+#: Every header the gateway passes to the upstream on success: each gateway configuration in
+#: docs/verifier.md overwrites all of them, so a client cannot send its own.
+IDENTITY_HEADERS = (TENANT_HEADER, KEY_ID_HEADER, SCOPES_HEADER, ENVIRONMENT_HEADER)
 REASON_HEADER = "X-Pmkeys-Reason"
 API_KEY_HEADER = "X-API-Key"
 #: The name of the tenant-wide policy in the RateLimit fields.
 TENANT_POLICY = "tenant"
 REALM = "pmkeys"
-
-#: Method / path headers, in order of preference.
-METHOD_HEADERS = ("x-forwarded-method", "x-original-method")
-URI_HEADERS = ("x-forwarded-uri", "x-original-uri", "x-original-url")
 
 
 def credential(authorization: str | None, api_key: str | None) -> str | None:
@@ -50,15 +49,6 @@ def credential(authorization: str | None, api_key: str | None) -> str | None:
             return token.strip()
     if api_key and api_key.strip():
         return api_key.strip()
-    return None
-
-
-def forwarded(headers: Mapping[str, str], names: tuple[str, ...]) -> str | None:
-    """The first of ``names`` present in ``headers`` (keys lower-case)."""
-    for name in names:
-        value = headers.get(name)
-        if value:
-            return value
     return None
 
 
@@ -90,13 +80,19 @@ def rate_limit_headers(decision: Decision) -> dict[str, str]:
     return {"RateLimit-Policy": policies, "RateLimit": state}
 
 
-def identity_headers(decision: Decision) -> dict[str, str]:
+def environment(key: str) -> str:
+    """``live`` or ``test``, from the prefix of a key the verifier has accepted."""
+    return "test" if key.startswith("pm_test_") else "live"
+
+
+def identity_headers(decision: Decision, key: str = "") -> dict[str, str]:
     if not decision.allowed:
         return {}
     return {
         TENANT_HEADER: decision.tenant or "",
         KEY_ID_HEADER: decision.key_id or "",
         SCOPES_HEADER: ",".join(decision.scopes),
+        ENVIRONMENT_HEADER: environment(key),
     }
 
 
@@ -108,10 +104,10 @@ def www_authenticate(decision: Decision, *, presented: bool) -> str:
     return f'Bearer realm="{REALM}", error="invalid_token", error_description="{description}"'
 
 
-def decision_headers(decision: Decision, *, presented: bool = True) -> dict[str, str]:
-    """Every header the HTTP answer to ``decision`` carries."""
+def decision_headers(decision: Decision, *, presented: bool = True, key: str = "") -> dict[str, str]:
+    """Every header the HTTP answer to ``decision`` (for the presented ``key``) carries."""
     headers = rate_limit_headers(decision)
-    headers.update(identity_headers(decision))
+    headers.update(identity_headers(decision, key))
     if decision.retry_after:
         headers["Retry-After"] = str(decision.retry_after)
     status = decision.status

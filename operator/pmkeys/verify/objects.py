@@ -1,10 +1,11 @@
 """What the verifier knows about TenantApiKey objects, from the watch: which exist, which are
 revoked or being deleted, and which key ids belong to which object.
 
-The watch (:mod:`pmkeys.verify.watching`) reports changes; this index turns them into the three
+The watch (:mod:`pmkeys.verify.watching`) reports changes; this index turns them into the
 questions the verifier asks: was this object revoked or deleted (refuse its keys whatever Vault
-says), who owns this key id (error reports by key id), and did an object get a new key (a
-negative cache entry may then be wrong).
+says), does it exist at all (a record whose object the watch never listed belongs to an object
+deleted while this process was not watching: refused too), who owns this key id (error reports
+by key id), and did an object get a new key (a negative cache entry may then be wrong).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class ObjectIndex:
 
     def revoked(self, uid: str) -> bool:
         return uid in self._revoked
+
+    def exists(self, uid: str) -> bool:
+        """The watch has seen object ``uid`` and not its deletion."""
+        return uid in self._objects
 
     def owner(self, key_id: str) -> ObjectFacts | None:
         """The object whose current or in-grace key is ``key_id``, if the watch has seen it."""

@@ -7,14 +7,22 @@ scope ``*`` means any valid key, whatever its scopes.
 
 Matching is by path *segment*: ``/v1/messages`` covers ``/v1/messages`` and
 ``/v1/messages/123`` but not ``/v1/messagesX``. The longest prefix wins; for equal prefixes an
-exact method beats ``*``. Paths are normalised first (query dropped, percent-escapes decoded,
-``//``, ``.`` and ``..`` resolved), so ``/v1//messages`` or ``/v1/x/../messages`` cannot slip past
-the entry for ``/v1/messages``.
+exact method beats ``*``.
+
+The path is taken from the raw request target and percent-decoded exactly once, segment by
+segment. What upstreams disagree about is refused (:class:`AmbiguousPath`), never resolved:
+the verifier must not decide for a path the upstream would route somewhere else. Refused are
+encoded separators (``%2F``, ``%5C``) and a decoded ``%`` (``%252F``: decoded again by some
+upstreams), a backslash, ``;`` (path parameters: ``/v1/contacts/42;x://h/v1/me``), dot segments
+(``.``, ``..``, also encoded), control characters, a fragment, invalid escapes, and targets that
+are neither a path nor an absolute URI with a scheme (``//host/path``, ``v1/x``, ``*``). What
+every upstream agrees on is normalised: the query is dropped, ``//`` inside a path counts as
+``/``, ``%61`` is ``a``, and ``http://host/v1/x`` is ``/v1/x``.
 """
 
 from __future__ import annotations
 
-import posixpath
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -28,6 +36,18 @@ _SCOPES = ", ".join(s.value for s in Scope)
 
 class RouteError(ValueError):
     """A route entry is malformed; the message quotes the entry and the expected format."""
+
+
+class AmbiguousPath(ValueError):
+    """A request path that upstreams may read differently; the message says what was found."""
+
+
+_ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+#: Characters that must not appear in a segment, raw or decoded.
+_FORBIDDEN = re.compile(r"[\\;%#\x00-\x20\x7f]")
+_FORBIDDEN_NAMES = {"\\": "a backslash", ";": "';' (path parameters)", "%": "an encoded '%' (double encoding)",
+                    "#": "a fragment"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,21 +87,45 @@ def parse_route(entry: str) -> Route:
             raise RouteError(
                 f"routes entry {entry!r}: scope must be one of {_SCOPES}, or * for any valid key"
             ) from None
-    return Route(method, normalise_path(prefix), scope)
+    try:
+        return Route(method, normalise_path(prefix), scope)
+    except AmbiguousPath as exc:
+        raise RouteError(f"routes entry {entry!r}: {exc}") from None
 
 
 def normalise_path(raw: str) -> str:
-    """The path part of a request target, decoded and with dot segments resolved."""
-    path = raw.split("?", 1)[0].split("#", 1)[0]
-    if "://" in path:  # absolute-form request target
-        path = "/" + path.split("://", 1)[1].partition("/")[2]
-    path = unquote(path)
-    if not path.startswith("/"):
-        path = "/" + path
-    normal = posixpath.normpath(path)
-    if normal.startswith("//"):  # posixpath keeps a leading "//"
-        normal = "/" + normal.lstrip("/")
-    return normal
+    """The path of a raw request target, decoded once; :class:`AmbiguousPath` if upstreams may
+    read it differently (see the module docstring)."""
+    target = raw.split("?", 1)[0]
+    absolute = _ABSOLUTE.match(target)
+    if absolute:
+        target = target[absolute.end() :] or "/"
+    if not target.startswith("/"):
+        raise AmbiguousPath("the request target must be a path starting with '/' or an absolute URI")
+    if target.startswith("//"):
+        raise AmbiguousPath("a request target starting with '//' names a host, not a path")
+    if _ESCAPE.search(target):
+        raise AmbiguousPath("the path has an invalid percent-escape")
+    segments = []
+    for raw_segment in target.split("/")[1:]:
+        if _FORBIDDEN.search(raw_segment.replace("%", "")):
+            raise AmbiguousPath(f"the path contains {_describe(raw_segment)}")
+        segment = unquote(raw_segment)
+        if "/" in segment:
+            raise AmbiguousPath("the path contains an encoded '/'")
+        if _FORBIDDEN.search(segment):
+            raise AmbiguousPath(f"the path contains {_describe(segment)}")
+        if segment in (".", ".."):
+            raise AmbiguousPath("the path contains a dot segment ('.' or '..')")
+        if segment:
+            segments.append(segment)
+    return "/" + "/".join(segments)
+
+
+def _describe(segment: str) -> str:
+    found = _FORBIDDEN.search(segment)
+    char = found.group() if found else "?"
+    return _FORBIDDEN_NAMES.get(char, "a control character or space")
 
 
 class RouteMap:
@@ -94,6 +138,7 @@ class RouteMap:
         return cls(parse_route(e) for e in entries if e.strip())
 
     def match(self, method: str, raw_path: str) -> Route | None:
+        """The route for a raw request target; :class:`AmbiguousPath` if it is ambiguous."""
         method = method.upper()
         path = normalise_path(raw_path)
         return next((r for r in self.routes if r.covers(method, path)), None)

@@ -16,8 +16,12 @@ Endpoints (OpenAPI at ``/openapi.json``):
     ``X-Pmkeys-Reason: rate_limited`` + ``Retry-After``) for nginx, whose ``auth_request`` turns
     any status but 2xx/401/403 into a 500; its config maps them back to 429.
 ``POST /v1/keys/{key_id}/errors``
-    The API reports requests that failed (``{"count": n}``): they add to ``status.usage.errors``.
+    The API reports requests that failed (``{"count": n}``), presenting the key that made them
+    (``Authorization: Bearer`` or ``X-API-Key``): they add to ``status.usage.errors``.
 ``/healthz`` (the process runs), ``/readyz`` (pepper loaded, watch synced), ``/metrics``.
+
+Callers: every endpoint but ``/healthz``, ``/readyz`` and ``/metrics`` needs a caller token
+(:mod:`~pmkeys.verify.callers`), else 401.
 
 Limits: request bodies over ``max_body_bytes`` get 413 and header blocks over
 ``max_header_bytes`` 431, before any handler runs. Validation errors never echo the input (it
@@ -58,6 +62,7 @@ from starlette.routing import Route
 from pmkeys import __version__
 from pmkeys.config import VerifierSettings
 from pmkeys.verify import headers as h
+from pmkeys.verify.callers import ANONYMOUS, SCOPE_KEY, CallerAuth, CallerTokens
 from pmkeys.verify.gateway import AUTHZ_METHODS, AUTHZ_PREFIX, Gateway, peer
 from pmkeys.verify.metrics import VerifierCollector
 from pmkeys.verify.openapi import document
@@ -117,9 +122,10 @@ def create_app(settings: VerifierSettings, *, factory: Callable[[], Verifier] | 
             body = VerifyRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             return invalid(exc.errors())
-        client = body.client if body.client is not None else peer(request)
-        decision = await held.verifier.verify(body.key, body.scope, client=client)
-        return json_response(decision.as_dict(), decision.status, h.decision_headers(decision))
+        caller = request.scope.get(SCOPE_KEY, ANONYMOUS)
+        client = caller + "|" + (body.client if body.client is not None else peer(request))
+        decision = await held.verifier.verify(body.key, body.scope, client=client, caller=caller)
+        return json_response(decision.as_dict(), decision.status, h.decision_headers(decision, key=body.key))
 
     async def authz(request: Request) -> Response:
         return await gateway.check(request, held.verifier)
@@ -141,17 +147,23 @@ def create_app(settings: VerifierSettings, *, factory: Callable[[], Verifier] | 
         response_model=ErrorReceipt,
         responses={
             400: {"description": "The body is not valid JSON."},
-            404: {"description": "This verifier does not know the key id."},
+            401: {"description": "No key, or not a valid key: send the key that made the failed requests."},
+            403: {"description": "The key presented is not the key named in the path."},
         },
-        summary="Report failed requests made with a key (status.usage.errors)",
+        summary="Report failed requests made with a key (status.usage.errors); present that key",
         tags=["usage"],
     )
     async def report_errors(
-        key_id: str = Path(pattern=r"^k[a-z0-9]{11}$"), body: ErrorReport | None = None
+        request: Request, key_id: str = Path(pattern=r"^k[a-z0-9]{11}$"), body: ErrorReport | None = None
     ) -> Response:
         count = body.count if body else 1
-        if not held.verifier.report_errors(key_id, count):
-            return json_response({"detail": f"key {key_id} is not known to this verifier"}, 404)
+        key = h.credential(request.headers.get("authorization"), request.headers.get("x-api-key"))
+        if key is None:
+            return json_response({"detail": "send the key that made the failed requests (Bearer or X-API-Key)"}, 401)
+        caller = request.scope.get(SCOPE_KEY, ANONYMOUS)
+        decision = await held.verifier.report_errors_for(key, key_id, count, caller=caller)
+        if not decision.allowed:
+            return json_response({"reason": decision.reason.value, "detail": decision.message}, decision.status)
         return json_response({"keyId": key_id, "counted": count}, 202)
 
     @app.get("/readyz", tags=["operations"])
@@ -169,15 +181,24 @@ def create_app(settings: VerifierSettings, *, factory: Callable[[], Verifier] | 
 
 
 def asgi(settings: VerifierSettings, *, factory: Callable[[], Verifier] | None = None) -> Any:
-    """The application wrapped in its size limits (what uvicorn serves)."""
-    return SizeLimits(
-        create_app(settings, factory=factory), max_body=settings.max_body_bytes, max_headers=settings.max_header_bytes
+    """The application behind its caller authentication and size limits (what uvicorn serves)."""
+    authenticated = CallerAuth(
+        create_app(settings, factory=factory),
+        CallerTokens.from_settings(settings),
+        enabled=settings.caller_auth == "token",
+        query_token=settings.gateway == "traefik",
     )
+    return SizeLimits(authenticated, max_body=settings.max_body_bytes, max_headers=settings.max_header_bytes)
 
 
 def run(settings: VerifierSettings) -> None:
     """Serve until SIGTERM/SIGINT; the lifespan flushes usage on the way out."""
     RouteMap.parse(settings.routes)  # fail at start, with the entry named, not on a request
+    callers = CallerTokens.from_settings(settings)  # likewise for missing caller tokens
+    if settings.caller_auth == "off":
+        logger.warning("caller authentication is off: anyone who reaches this port may call the verifier")
+    else:
+        logger.info("gateway mode %s; callers: %s", settings.gateway, ", ".join(callers.callers))
     uvicorn.run(
         asgi(settings),
         host=settings.bind,

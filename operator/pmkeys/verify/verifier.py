@@ -30,12 +30,20 @@ integer comparisons, the key's and the tenant's sliding-window checks and the
   unknown, revoked, expired) are limited per client with a GCRA at
   ``failed_attempts_per_minute``: a client over it gets 429 for any key this process has not
   already verified, so random keys cannot make us read Vault or run bcrypt. Keys already
-  cached keep working for everyone.
+  cached keep working for everyone. A caller that names its clients (the HTTP service's
+  callers) could walk around that gate with made-up client names, so unknown keys are also
+  limited per *caller* (``caller_unknown_keys_per_minute``), which bounds the Vault reads any
+  one caller can cause.
 
 Freshness: :mod:`pmkeys.verify.watching` reports every change of an object; the cache applies it
 to the object's entries (revoked, deleted, superseded, grace deadline, plan) and has them re-read,
 so revocation and rotation reach every replica within the watch's latency, with or without
-Vault; the cache TTL bounds staleness when the watch is down. A key in its grace
+Vault; the cache TTL bounds staleness when the watch is down. A key is only
+as alive as its TenantApiKey: once the watch has listed the record's namespace, a record whose
+object is not there (deleted while the operator was down and its finalizer stripped, or before
+this replica started) is refused as revoked, whatever Vault still says. Until the watch has
+listed, entries live at most ``UNLISTED_TTL`` seconds, so a replica that served before its
+first listing stops trusting a deleted object's key as soon as it has listed. A key in its grace
 period carries its ``not_after`` deadline, which the hot path compares on every request, so it
 stops at its deadline whatever the cache holds.
 
@@ -96,6 +104,11 @@ _hmac = hmac.digest
 HOUSEKEEPING_SECONDS = 10.0
 #: How often a verifier whose keys are all cached checks that Vault still answers.
 VAULT_PROBE_SECONDS = 10.0
+#: Seconds an entry built before the watch listed every object may be used (see above).
+UNLISTED_TTL = 1.0
+#: Per-caller gate entries live in the failure limiter beside per-client ones; clients are
+#: prefixed by their caller's name, so this character (not allowed in either) keeps them apart.
+_CALLER = "\x00"
 
 
 class Verifier:
@@ -115,6 +128,7 @@ class Verifier:
         negative_ttl: float = 5.0,
         stale_for: float = DEFAULT_STALE_FOR,
         failed_attempts_per_minute: int = 30,
+        caller_unknown_keys_per_minute: int = 600,
         local: WindowLimiter | None = None,
         redis: Redis | None = None,
         kubernetes: Kubernetes | None = None,
@@ -134,6 +148,7 @@ class Verifier:
         self._failures = LocalLimiter()
         self.plans = PlanBook()
         self._failure_limit = failed_attempts_per_minute
+        self._caller_limit = caller_unknown_keys_per_minute
         self._usage = UsageCounter()
         self._tasks: list[asyncio.Task[None]] = []
         self._redis = redis
@@ -162,13 +177,16 @@ class Verifier:
             negative_ttl=settings.negative_ttl,
             stale_for=settings.stale_for_seconds,
             failed_attempts_per_minute=settings.failed_attempts_per_minute,
+            caller_unknown_keys_per_minute=settings.caller_unknown_keys_per_minute,
             local=local,
             redis=Redis.connect(settings, local=local) if settings.redis_url else None,
             kubernetes=Kubernetes.from_settings(settings, api=kube),
         )
 
     # -- the hot path --------------------------------------------------------------------------
-    async def verify(self, key: str, scope: str | None = None, *, client: str | None = None) -> Decision:
+    async def verify(
+        self, key: str, scope: str | None = None, *, client: str | None = None, caller: str | None = None
+    ) -> Decision:
         """Decide one request.
 
         Args:
@@ -177,6 +195,8 @@ class Verifier:
                 None: any valid key will do.
             client: who is asking (e.g. the caller's IP), for the failed-attempt limit; None
                 turns that limit off for this call.
+            caller: who relays the request (an authenticated caller of the HTTP service), for
+                the per-caller limit on unknown keys; None turns that limit off.
         """
         now = _monotonic_ns() // 1000
         try:
@@ -185,11 +205,11 @@ class Verifier:
             return self._failure(Outcome.MALFORMED, client, now, str(exc))
         pepper = self._peppers.current
         if pepper is None:
-            return await self._without_pepper(key, scope, client, now)
+            return await self._without_pepper(key, scope, client, caller, now)
         primary = _hmac(pepper, key.encode(), "sha256").hex()
         entry = self._entries.get(primary)
         if entry is None or entry.expires <= now:
-            found = await self._miss(key, primary, client, now)
+            found = await self._miss(key, primary, client, caller, now)
             if isinstance(found, Decision):
                 return found
             entry = found
@@ -219,12 +239,16 @@ class Verifier:
         return admitted(entry, verdict)
 
     # -- the miss path ---------------------------------------------------------------------------
-    async def _miss(self, key: str, primary: str, client: str | None, now: int) -> Entry | Decision:
+    async def _miss(self, key: str, primary: str, client: str | None, caller: str | None, now: int) -> Entry | Decision:
         if self._cache.is_negative(primary, now):
             self.stats.negative_hits += 1
             return self._failure(Outcome.UNKNOWN, client, now)
         if client is not None:
             gate = self._failures.peek(client, self._failure_limit, now)
+            if not gate.allowed:
+                return self._refusal(Outcome.TOO_MANY_FAILURES, retry_after=gate.retry_after)
+        if caller is not None:
+            gate = self._failures.peek(_CALLER + caller, self._caller_limit, now)
             if not gate.allowed:
                 return self._refusal(Outcome.TOO_MANY_FAILURES, retry_after=gate.retry_after)
         self.stats.cache_misses += 1
@@ -239,7 +263,10 @@ class Verifier:
                 return stale
             return self._refusal(Outcome.VAULT_UNAVAILABLE, exc.reason, retry_after=1)
         if isinstance(found, Outcome):
-            return self._failure(found, client, _monotonic_ns() // 1000)
+            now = _monotonic_ns() // 1000
+            if caller is not None:
+                self._failures.hit(_CALLER + caller, self._caller_limit, now)
+            return self._failure(found, client, now)
         return found
 
     def _stale(self, primary: str) -> Entry | None:
@@ -260,17 +287,28 @@ class Verifier:
             self._cache.put_negative(primary, now)
             return Outcome.UNKNOWN
         record_digest, record, pepper = found
-        revoked = self._objects.revoked(record.uid)
+        listed = self._listed(record.namespace)
+        revoked = self._objects.revoked(record.uid) or (listed and not self._objects.exists(record.uid))
         usable = not revoked and record.usable_at(dt.datetime.now(dt.UTC))
         if usable and not await self.possession.proven(key, record_digest, record, pepper=pepper, hasher=self.hasher):
             logger.warning("key %s: digest matched but bcrypt did not; refusing it", record.key_id)
             self._cache.put_negative(primary, now)
             return Outcome.UNKNOWN
         now = _monotonic_ns() // 1000
-        entry = Entry.from_record(record, now=now, ttl_us=self._cache.ttl_us, revoked=revoked)
+        watching = self._kubernetes is not None and self._kubernetes.watch
+        ttl_us = int(UNLISTED_TTL * 1_000_000) if watching and not listed else self._cache.ttl_us
+        entry = Entry.from_record(record, now=now, ttl_us=ttl_us, revoked=revoked)
         if self._cache.unchanged_since(record.uid, epoch):
             self._cache.put(primary, entry)
         return entry
+
+    def _listed(self, namespace: str) -> bool:
+        """Whether the watch has listed ``namespace`` (and watches it now)."""
+        watch = self.watch
+        if watch is None or not watch.synced or self._kubernetes is None:
+            return False
+        watched = self._kubernetes.namespaces
+        return not watched or namespace in watched
 
     async def _find_record(self, key: str, primary: str) -> tuple[str, KeyRecord, bytes] | None:
         """The record's digest, the record and the pepper that found it."""
@@ -286,11 +324,13 @@ class Verifier:
                 return candidate, stored[0], pepper.secret
         return None
 
-    async def _without_pepper(self, key: str, scope: str | None, client: str | None, now: int) -> Decision:
+    async def _without_pepper(
+        self, key: str, scope: str | None, client: str | None, caller: str | None, now: int
+    ) -> Decision:
         """No pepper yet: look again (shared, rate-bounded); none means no key exists."""
         await self._peppers.recheck()
         if self._peppers.current is not None:
-            return await self.verify(key, scope, client=client)
+            return await self.verify(key, scope, client=client, caller=caller)
         if self._peppers.answered:
             return self._failure(Outcome.UNKNOWN, client, now)
         return self._refusal(Outcome.VAULT_UNAVAILABLE, "the digest pepper could not be read yet", retry_after=1)
@@ -333,6 +373,35 @@ class Verifier:
             self._usage.tally(entry.uid, entry.namespace, entry.name).errors += count
             return True
         return False
+
+    async def report_errors_for(self, key: str, key_id: str, count: int = 1, *, caller: str | None = None) -> Decision:
+        """Count ``count`` errors against ``key_id`` if ``key`` is that key and usable: whoever
+        reports errors must hold the key (key ids are public, so an id alone would let anyone
+        inflate another tenant's error count). Returns ALLOWED when counted, else the refusal
+        (401 for a bad key, 403 ``scope_missing`` when ``key`` is another key)."""
+        now = _monotonic_ns() // 1000
+        try:
+            parse(key)
+        except MalformedKey as exc:
+            return self._failure(Outcome.MALFORMED, None, now, str(exc))
+        pepper = self._peppers.current
+        if pepper is None:
+            return self._refusal(Outcome.UNKNOWN)
+        primary = _hmac(pepper, key.encode(), "sha256").hex()
+        entry = self._entries.get(primary)
+        if entry is None or entry.expires <= now:
+            found = await self._miss(key, primary, None, caller, now)
+            if isinstance(found, Decision):
+                return found
+            entry = found
+        if entry.denial is not None:
+            return self._refusal(entry.denial)
+        if _monotonic_ns() // 1000 >= entry.not_after:
+            return self._refusal(Outcome.EXPIRED)
+        if entry.key_id != key_id:
+            return Decision(Outcome.SCOPE_MISSING, detail=f"the key presented is not {key_id}")
+        self._usage.tally(entry.uid, entry.namespace, entry.name).errors += count
+        return Decision(Outcome.ALLOWED, entry.tenant, entry.key_id, entry.scope_list, entry.tier)
 
     @property
     def pending_usage(self) -> int:
