@@ -21,7 +21,7 @@ import yaml
 from kubernetes import client, utils
 from kubernetes.client.exceptions import ApiException
 
-from pmkeys.api import admission, crd
+from pmkeys.api import admission, crd, finalizer_policy
 from pmkeys.vault.policies import POLICIES
 from pmkeys_dev.controlplane import ControlPlane
 from pmkeys_dev.openbao import KV_MOUNT, OpenBao
@@ -118,6 +118,27 @@ def service_accounts(api: client.ApiClient) -> None:
         for c in COMPONENTS
     ]
     apply_manifests(api, docs)
+    apply_finalizer_policy(api)
+
+
+def apply_finalizer_policy(api: client.ApiClient) -> None:
+    """Only the operator may remove the TenantApiKey finalizer (the chart's policy, the same
+    text). The local operator runs with this environment's own kubeconfig, so the identity
+    bound is whoever that kubeconfig authenticates as."""
+    review = client.AuthenticationV1Api(api).create_self_subject_review(
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    )
+    name = "pmkeys-finalizer-owner"
+    apply_manifests(
+        api,
+        [
+            finalizer_policy.parameter(
+                name=name, namespace=SYSTEM_NAMESPACE, operator=review.status.user_info.username
+            ),
+            finalizer_policy.policy(),
+            finalizer_policy.binding(param_name=name, param_namespace=SYSTEM_NAMESPACE),
+        ],
+    )
 
 
 def token(api: client.ApiClient, name: str, *, namespace: str = SYSTEM_NAMESPACE, hours: int = 24) -> str:

@@ -46,7 +46,10 @@ def cmd_verifier(args: argparse.Namespace) -> None:
     overrides = {"redis_url": args.redis} if args.redis else {}
     settings = VerifierSettings(**overrides)
     _setup_logging(settings.log_level)
-    service.run(settings)
+    try:
+        service.run(settings)
+    except service.StartupRefused as exc:
+        sys.exit(f"pmkeys verifier: {exc}")
 
 
 def cmd_ui(_: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pmkeys.api import finalizer_policy
 from pmkeys.api.vocabulary import TIER_RATE_LIMITS
 from pmkeys.config import OperatorSettings, UiSettings, VerifierSettings
 from pmkeys_dev import binaries
@@ -38,6 +39,10 @@ def test_chart_crd_is_the_generated_crd() -> None:
     policy = "tenantplans-admission-policy.yaml"
     assert (CHART / "files" / policy).read_bytes() == (REPO / "crds" / policy).read_bytes(), (
         "charts/pmkeys/files/ must hold the generated admission policy: cp crds/" + policy + " charts/pmkeys/files/"
+    )
+    finalizer = (CHART / "files" / "tenantapikeys-finalizer-policy.yaml").read_text()
+    assert finalizer == finalizer_policy.render(), (
+        "python -m pmkeys.api.finalizer_policy > charts/pmkeys/files/tenantapikeys-finalizer-policy.yaml"
     )
 
 
@@ -79,13 +84,21 @@ def test_defaults_render_three_components_with_least_privilege(helm_offline: Hel
     assert kinds == [
         "ClusterRole",
         "ClusterRoleBinding",
+        "ConfigMap",
         "Deployment",
         "NetworkPolicy",
+        "Secret",
         "Service",
         "ServiceAccount",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
     ]
+    assert set(by_kind(docs, "Secret")) == {"pmkeys-verifier-callers"}, "caller tokens, and nothing else"
+    callers = by_kind(docs, "Secret")["pmkeys-verifier-callers"]["data"]
+    assert sorted(callers) == ["api", "gateway"] and len(set(callers.values())) == 2
+    assert set(by_kind(docs, "ValidatingAdmissionPolicy")) >= {"tenantapikeys-finalizer.penguinmails.io"}
+    owner = by_kind(docs, "ConfigMap")["pmkeys-finalizer-owner"]["data"]["operator"]
+    assert owner == f"system:serviceaccount:{docs[0]['metadata'].get('namespace', 'default')}:pmkeys-operator"
     assert set(by_kind(docs, "Deployment")) == {"pmkeys-operator", "pmkeys-verifier", "pmkeys-ui"}
     assert set(by_kind(docs, "ServiceAccount")) == {"pmkeys-operator", "pmkeys-verifier", "pmkeys-ui"}
     assert set(by_kind(docs, "ClusterRole")) == {
@@ -192,6 +205,10 @@ def test_all_features_render(helm_offline: Helm) -> None:
     assert verifier_env["PMKEYS_NAMESPACES"] == '["pmk-tenant-a","pmk-tenant-b"]'
     assert verifier_env["PMKEYS_VAULT__CA_CERT"] == "/etc/pmkeys/vault-ca/ca.crt"
     assert "Secret" not in {d["kind"] for d in docs}, "the chart generates no Secret: every one is named"
+    assert verifier_env["PMKEYS_GATEWAY"] == "envoy"
+    volumes = deployments["pmkeys-verifier"]["spec"]["template"]["spec"]["volumes"]
+    mounted = {"secretName": "pmkeys-verifier-callers-from-vault", "defaultMode": 0o440}
+    assert {"name": "callers", "secret": mounted} in volumes
     policies = by_kind(docs, "NetworkPolicy")
     assert all("Egress" in p["spec"]["policyTypes"] for p in policies.values())
     ui_egress_ports = {port["port"] for rule in policies["pmkeys-ui"]["spec"]["egress"] for port in rule["ports"]}

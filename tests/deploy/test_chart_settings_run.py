@@ -73,7 +73,14 @@ def test_verifier_and_ui_run_with_the_chart_settings(
     )
     local = {"PMKEYS_BIND": "127.0.0.1", "PMKEYS_USAGE_FLUSH_SECONDS": "1"}  # not 0.0.0.0 on a shared machine
 
-    verifier_env = {**container_env(docs, "pmkeys-verifier"), **local}
+    # The caller-token Secret the chart renders, written out as the kubelet mounts it.
+    callers = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "pmkeys-verifier-callers")
+    mounted = env.workdir / f"callers-{verifier_port}"
+    mounted.mkdir()
+    for caller, value in callers["data"].items():
+        (mounted / caller).write_bytes(base64.b64decode(value))
+    gateway_token = base64.b64decode(callers["data"]["gateway"]).decode()
+    verifier_env = {**container_env(docs, "pmkeys-verifier"), **local, "PMKEYS_CALLER_TOKENS_DIR": str(mounted)}
     verifier = env.start_component(
         "verifier",
         name=f"verifier-chart-{verifier_port}",
@@ -89,10 +96,13 @@ def test_verifier_and_ui_run_with_the_chart_settings(
         status = kube.wait_phase(tenant, "gateway", "Active")
         api_key = kube.plaintext(tenant, "gateway")
         base = f"http://127.0.0.1:{verifier_port}"
-        allowed = httpx.post(f"{base}/v1/authz/v1/send", headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+        sent = {"Authorization": f"Bearer {api_key}", "X-Pmkeys-Caller-Token": gateway_token}
+        anonymous = httpx.post(f"{base}/v1/authz/v1/send", headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+        assert anonymous.status_code == 401, "the chart's verifier refuses callers without a token"
+        allowed = httpx.post(f"{base}/v1/authz/v1/send", headers=sent, timeout=10)
         assert allowed.status_code == 200, allowed.text
         assert allowed.headers["X-Api-Key-Id"] == status["keyId"]
-        unmapped = httpx.get(f"{base}/v1/authz/v1/other", headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+        unmapped = httpx.get(f"{base}/v1/authz/v1/other", headers=sent, timeout=10)
         assert unmapped.status_code == 403, "verifier.unmappedRoutes=deny from the chart"
         assert "pmkeys_verifier_redis_up 1.0" in httpx.get(f"{base}/metrics", timeout=10).text
         assert httpx.get(f"http://127.0.0.1:{ui_port}/healthz", timeout=10).status_code == 200

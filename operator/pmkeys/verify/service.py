@@ -62,17 +62,19 @@ from starlette.routing import Route
 from pmkeys import __version__
 from pmkeys.config import VerifierSettings
 from pmkeys.verify import headers as h
-from pmkeys.verify.callers import ANONYMOUS, SCOPE_KEY, CallerAuth, CallerTokens
+from pmkeys.verify.callers import ANONYMOUS, SCOPE_KEY, CallerAuth, CallerConfigError, CallerTokens
 from pmkeys.verify.gateway import AUTHZ_METHODS, AUTHZ_PREFIX, Gateway, peer
 from pmkeys.verify.metrics import VerifierCollector
 from pmkeys.verify.openapi import document
 from pmkeys.verify.responses import RawResponse, invalid, json_response
-from pmkeys.verify.routes import RouteMap
+from pmkeys.verify.routes import RouteError, RouteMap
 from pmkeys.verify.schemas import ErrorReceipt, ErrorReport, VerifyRequest
 from pmkeys.verify.sizelimits import SizeLimits
 from pmkeys.verify.verifier import Verifier
 
 logger = logging.getLogger(__name__)
+#: What ``run`` raises for a configuration it cannot start with (the message names the setting).
+StartupRefused = (CallerConfigError, RouteError)
 
 
 class _Holder:
