@@ -123,8 +123,8 @@ def service_accounts(api: client.ApiClient) -> None:
 
 def apply_finalizer_policy(api: client.ApiClient) -> None:
     """Only the operator may remove the TenantApiKey finalizer (the chart's policy, the same
-    text). The local operator runs with this environment's own kubeconfig, so the identity
-    bound is whoever that kubeconfig authenticates as."""
+    text). The local operator runs as its ServiceAccount (demo) or with this environment's own
+    kubeconfig (tests), so both identities are bound."""
     review = client.AuthenticationV1Api(api).create_self_subject_review(
         {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
     )
@@ -133,7 +133,12 @@ def apply_finalizer_policy(api: client.ApiClient) -> None:
         api,
         [
             finalizer_policy.parameter(
-                name=name, namespace=SYSTEM_NAMESPACE, operator=review.status.user_info.username
+                name=name,
+                namespace=SYSTEM_NAMESPACE,
+                operators=[
+                    f"system:serviceaccount:{SYSTEM_NAMESPACE}:{service_account('operator')}",
+                    review.status.user_info.username,
+                ],
             ),
             finalizer_policy.policy(),
             finalizer_policy.binding(param_name=name, param_namespace=SYSTEM_NAMESPACE),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import secrets
 import subprocess
 import sys
 import time
@@ -24,6 +25,9 @@ from pmkeys.kubeclient import api_client
 from pmkeys_dev import binaries, bootstrap, chart
 from pmkeys_dev.environment import LocalEnvironment, stop_from_state
 from pmkeys_dev.processes import free_port
+
+#: The demo calls its verifier as the caller "demo" (never printed).
+CALLER_TOKEN = secrets.token_urlsafe(32)
 
 
 def _state_path(args: argparse.Namespace) -> Path:
@@ -59,6 +63,7 @@ def _start(args: argparse.Namespace) -> tuple[LocalEnvironment, dict[str, str]]:
             ready_url=f"{urls['verifier']}/healthz",
             PMKEYS_PORT=str(port),
             PMKEYS_KUBECONFIG=str(configs["verifier"]),
+            PMKEYS_CALLER_TOKENS=json.dumps({"demo": CALLER_TOKEN}),
         )
         port = free_port()
         urls["ui"] = f"http://127.0.0.1:{port}"
@@ -121,7 +126,7 @@ def demo(args: argparse.Namespace) -> None:
     print("\nAudit trail (Events):")
     subprocess.run([*kubectl, "get", "events", "-n", "acme", "--sort-by=.lastTimestamp"], check=True)
     if "verifier" in urls:
-        _show_verification(api, urls["verifier"])
+        _show_verification(api, urls["verifier"], CALLER_TOKEN)
     _print_where(env, urls, _state_path(args))
     print(f"\nSign in to the UI ({urls.get('ui')}) as acme's key admin with the token in {sign_in}")
 
@@ -167,11 +172,16 @@ def _wait_settled(api: client.ApiClient, namespace: str, timeout: float = 120) -
     print("\n  (some keys are still pending; the operator log says why)")
 
 
-def _show_verification(api: client.ApiClient, verifier: str) -> None:
+def _show_verification(api: client.ApiClient, verifier: str, caller_token: str) -> None:
     secret = client.CoreV1Api(api).read_namespaced_secret("newsletter-sender", "acme")
     key = base64.b64decode(secret.data[v.SECRET_DATA_KEY]).decode()
     print("\nVerifying the newsletter-sender key (from its Secret) through the verifier:")
     for scope in ("send_email", "manage_contacts"):
-        answer = httpx.post(f"{verifier}/v1/verify", json={"key": key, "scope": scope}, timeout=30).json()
+        answer = httpx.post(
+            f"{verifier}/v1/verify",
+            json={"key": key, "scope": scope},
+            headers={"X-Pmkeys-Caller-Token": caller_token},
+            timeout=30,
+        ).json()
         shown = {k: answer.get(k) for k in ("allowed", "reason", "tenant", "keyId")}
         print(f"  scope {scope:<16} -> {shown}")

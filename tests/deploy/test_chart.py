@@ -97,7 +97,7 @@ def test_defaults_render_three_components_with_least_privilege(helm_offline: Hel
     callers = by_kind(docs, "Secret")["pmkeys-verifier-callers"]["data"]
     assert sorted(callers) == ["api", "gateway"] and len(set(callers.values())) == 2
     assert set(by_kind(docs, "ValidatingAdmissionPolicy")) >= {"tenantapikeys-finalizer.penguinmails.io"}
-    owner = by_kind(docs, "ConfigMap")["pmkeys-finalizer-owner"]["data"]["operator"]
+    owner = by_kind(docs, "ConfigMap")["pmkeys-finalizer-owner"]["data"]["operators"]
     assert owner == f"system:serviceaccount:{docs[0]['metadata'].get('namespace', 'default')}:pmkeys-operator"
     assert set(by_kind(docs, "Deployment")) == {"pmkeys-operator", "pmkeys-verifier", "pmkeys-ui"}
     assert set(by_kind(docs, "ServiceAccount")) == {"pmkeys-operator", "pmkeys-verifier", "pmkeys-ui"}

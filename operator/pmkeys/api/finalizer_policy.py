@@ -7,10 +7,11 @@ refuses keys whose object is gone anyway (:mod:`pmkeys.verify.objects`), and the
 orphan sweep revokes such records later; this policy closes the door itself: an UPDATE that
 removes the finalizer is refused unless the request comes from the operator's identity.
 
-The identity is a parameter (a ConfigMap, key ``operator``, e.g.
+The identity is a parameter (a ConfigMap, key ``operators``: comma-separated usernames, e.g.
 ``system:serviceaccount:pmkeys-system:pmkeys-operator``) so the policy is the same text for every
 installation: the chart ships it from ``files/`` and binds it to a ConfigMap with its release's
-operator ServiceAccount; the local environment binds it to the identity its operator runs as.
+operator ServiceAccount; the local environment binds it to the identities its operator runs as
+(its ServiceAccount in the demo, the environment's own kubeconfig in the tests).
 ``python -m pmkeys.api.finalizer_policy`` prints it; a test keeps the chart's copy equal.
 
 If the operator is gone for good (uninstalled before its keys), delete the binding to let an
@@ -27,8 +28,8 @@ import yaml
 from pmkeys.api import vocabulary as v
 
 POLICY_NAME = f"{v.PLURAL}-finalizer.{v.GROUP}"
-#: Key of the parameter ConfigMap holding the operator's username.
-OPERATOR_KEY = "operator"
+#: Key of the parameter ConfigMap holding the operator's usernames (comma-separated).
+OPERATOR_KEY = "operators"
 _HAS = f"exists(f, f == '{v.FINALIZER}')"
 
 
@@ -53,7 +54,7 @@ def policy() -> dict[str, Any]:
             },
             "validations": [
                 {
-                    "expression": f"!({removed}) || request.userInfo.username == params.data.{OPERATOR_KEY}",
+                    "expression": f"!({removed}) || request.userInfo.username in params.data.{OPERATOR_KEY}.split(',')",
                     "message": f"only the pmkeys operator may remove the {v.FINALIZER} finalizer: delete the "
                     "TenantApiKey and the operator revokes its keys, then removes it",
                     "reason": "Forbidden",
@@ -77,13 +78,13 @@ def binding(*, param_name: str, param_namespace: str) -> dict[str, Any]:
     }
 
 
-def parameter(*, name: str, namespace: str, operator: str) -> dict[str, Any]:
-    """The ConfigMap naming the operator's username."""
+def parameter(*, name: str, namespace: str, operators: list[str]) -> dict[str, Any]:
+    """The ConfigMap naming the operator's usernames."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": namespace},
-        "data": {OPERATOR_KEY: operator},
+        "data": {OPERATOR_KEY: ",".join(operators)},
     }
 
 
