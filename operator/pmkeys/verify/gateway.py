@@ -112,37 +112,50 @@ class Gateway:
             return asgi_scope["method"], ""
         return asgi_scope["method"], raw[len(_RAW_PREFIX) :].decode("latin-1") or "/"
 
+    def _auth_query(self, request: Request) -> tuple[int, str | None] | Response:
+        """``rate_limited_status`` and ``scope`` of the auth URL, where the gateway fixes it."""
+        if not (self.shape.trusts_query and request.scope["query_string"]):
+            return 429, None
+        query = request.query_params
+        status = _RATE_LIMITED_STATUS.get(query.get("rate_limited_status", "429"))
+        if status is None:
+            return json_response({"detail": "rate_limited_status must be 429 or 403"}, 400)
+        configured = query.get("scope")
+        if configured is not None and configured not in _SCOPE_VALUES:
+            return json_response({"detail": f"the scope query parameter must be one of {_SCOPES}"}, 400)
+        return status, configured
+
+    def _scope(
+        self, refusal: Outcome | None, mapped: Scope | None, configured: str | None, headers: dict[str, str]
+    ) -> str | Response | None:
+        """The scope the request needs: route map, auth URL, trusted header, unmapped policy."""
+        if refusal is None:
+            return mapped
+        if refusal is Outcome.PATH_AMBIGUOUS:
+            return _NO_SCOPE
+        if configured is not None:
+            return configured
+        if self.scope_header and (named := headers.get(self.scope_header)):
+            if named not in _SCOPE_VALUES:
+                return json_response({"detail": f"{self.scope_header_name} must be one of {_SCOPES}"}, 400)
+            return named
+        return None if self.authenticate_unmapped else _NO_SCOPE
+
     async def check(self, request: Request, verifier: Verifier) -> Response:
+        query = self._auth_query(request)
+        if isinstance(query, Response):
+            return query
+        rate_limited_status, configured = query
         asgi_scope = request.scope
-        rate_limited_status = 429
-        configured: str | None = None
-        if self.shape.trusts_query and asgi_scope["query_string"]:
-            query = request.query_params
-            found = _RATE_LIMITED_STATUS.get(query.get("rate_limited_status", "429"))
-            if found is None:
-                return json_response({"detail": "rate_limited_status must be 429 or 403"}, 400)
-            rate_limited_status = found
-            configured = query.get("scope")
-            if configured is not None and configured not in _SCOPE_VALUES:
-                return json_response({"detail": f"the scope query parameter must be one of {_SCOPES}"}, 400)
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in asgi_scope["headers"]}
         key = h.credential(headers.get("authorization"), headers.get("x-api-key"))
         caller = asgi_scope.get(SCOPE_KEY, ANONYMOUS)
         client = caller + "|" + h.client_address(headers.get(self.client_header), peer(request))
         method, uri = self._original(request, headers)
-        refusal, route_scope_value = self.route_scope(method, uri)
-        if refusal is None:
-            scope: str | None = route_scope_value
-        elif refusal is Outcome.PATH_AMBIGUOUS:
-            scope = _NO_SCOPE
-        elif configured is not None:
-            scope = configured
-        elif self.scope_header and (named := headers.get(self.scope_header)):
-            if named not in _SCOPE_VALUES:
-                return json_response({"detail": f"{self.scope_header_name} must be one of {_SCOPES}"}, 400)
-            scope = named
-        else:
-            scope = None if self.authenticate_unmapped else _NO_SCOPE
+        refusal, mapped = self.route_scope(method, uri)
+        scope = self._scope(refusal, mapped, configured, headers)
+        if isinstance(scope, Response):
+            return scope
         decision = await verifier.verify(key or "", scope, client=client, caller=caller)
         if scope == _NO_SCOPE and decision.reason is Outcome.SCOPE_MISSING:
             reason = refusal or Outcome.ROUTE_UNMAPPED

@@ -48,7 +48,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import uvicorn
@@ -87,29 +87,11 @@ def create_app(settings: VerifierSettings, *, factory: Callable[[], Verifier] | 
     gateway = Gateway(settings, routes)
     held = _Holder()
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        verifier = factory() if factory else Verifier.from_settings(settings)
-        await verifier.start()
-        collector = VerifierCollector(verifier)
-        REGISTRY.register(collector)
-        held.verifier = verifier
-        # Everything alive now (modules, clients, settings) lives as long as the process: keep
-        # it out of the cyclic collector's full passes, which would otherwise pause requests.
-        gc.collect()
-        gc.freeze()
-        logger.info("verifier ready to serve on %s:%s (%d routes mapped)", settings.bind, settings.port, len(routes))
-        try:
-            yield
-        finally:
-            REGISTRY.unregister(collector)
-            await verifier.close()
-
     app = FastAPI(
         title="pmkeys verifier",
         version=__version__,
         description="Verifies PenguinMails API keys: validity, scope, rate limit; counts usage.",
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, held, factory=factory, routes=len(routes)),
         docs_url=None,
         redoc_url=None,
     )
@@ -142,6 +124,39 @@ def create_app(settings: VerifierSettings, *, factory: Callable[[], Verifier] | 
         Route("/healthz", healthz, methods=["GET"]),
     ]
     document(app, verify=verify, authz=authz, healthz=healthz)
+
+    _add_operations(app, held)
+    return app
+
+
+def _lifespan(
+    settings: VerifierSettings, held: _Holder, *, factory: Callable[[], Verifier] | None, routes: int
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Build and start the verifier when the server starts; flush and close it when it stops."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        verifier = factory() if factory else Verifier.from_settings(settings)
+        await verifier.start()
+        collector = VerifierCollector(verifier)
+        REGISTRY.register(collector)
+        held.verifier = verifier
+        # Everything alive now (modules, clients, settings) lives as long as the process: keep
+        # it out of the cyclic collector's full passes, which would otherwise pause requests.
+        gc.collect()
+        gc.freeze()
+        logger.info("verifier ready to serve on %s:%s (%d routes mapped)", settings.bind, settings.port, routes)
+        try:
+            yield
+        finally:
+            REGISTRY.unregister(collector)
+            await verifier.close()
+
+    return lifespan
+
+
+def _add_operations(app: FastAPI, held: _Holder) -> None:
+    """The endpoints FastAPI routes itself: error reports, readiness, metrics."""
 
     @app.post(
         "/v1/keys/{key_id}/errors",
@@ -178,8 +193,6 @@ def create_app(settings: VerifierSettings, *, factory: Callable[[], Verifier] | 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-    return app
 
 
 def asgi(settings: VerifierSettings, *, factory: Callable[[], Verifier] | None = None) -> Any:

@@ -61,14 +61,10 @@ Redis and Kubernetes (:mod:`~pmkeys.verify.connections`), the counters
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hmac
 import logging
 import time
-from collections.abc import Awaitable
-from types import TracebackType
-from typing import Any
 
 from kubernetes import client as kube_client
 
@@ -85,6 +81,7 @@ from pmkeys.verify.connections import Kubernetes, Redis
 from pmkeys.verify.decision import Decision, Outcome
 from pmkeys.verify.flights import SingleFlight
 from pmkeys.verify.gcra import LocalLimiter
+from pmkeys.verify.lifecycle import Lifecycle
 from pmkeys.verify.limiting import Limits, admitted, limited
 from pmkeys.verify.metrics import Stats, observe_vault
 from pmkeys.verify.objects import ObjectIndex
@@ -92,6 +89,7 @@ from pmkeys.verify.peppers import Peppers
 from pmkeys.verify.plans import PlanBook, PlanWatch
 from pmkeys.verify.possession import Possession
 from pmkeys.verify.ratelimit import RedisHealth
+from pmkeys.verify.reporting import ErrorReports
 from pmkeys.verify.staleness import DEFAULT_STALE_FOR, VaultHealth
 from pmkeys.verify.usage import UsageCounter, UsageFlusher
 from pmkeys.verify.watching import ObjectFacts, ObjectWatch
@@ -101,9 +99,6 @@ logger = logging.getLogger(__name__)
 _monotonic_ns = time.monotonic_ns
 _wall = time.time
 _hmac = hmac.digest
-HOUSEKEEPING_SECONDS = 10.0
-#: How often a verifier whose keys are all cached checks that Vault still answers.
-VAULT_PROBE_SECONDS = 10.0
 #: Seconds an entry built before the watch listed every object may be used (see above).
 UNLISTED_TTL = 1.0
 #: Per-caller gate entries live in the failure limiter beside per-client ones; clients are
@@ -111,7 +106,7 @@ UNLISTED_TTL = 1.0
 _CALLER = "\x00"
 
 
-class Verifier:
+class Verifier(Lifecycle, ErrorReports):
     """Verify API keys; async, one instance per process (it holds the caches).
 
     Build it with :meth:`from_settings` and use it as an async context manager, or call
@@ -361,48 +356,6 @@ class Verifier:
         self.stats.invalidations += 1
 
     # -- usage -----------------------------------------------------------------------------------
-    def report_errors(self, key_id: str, count: int = 1) -> bool:
-        """Count ``count`` errors the API had with requests made with key ``key_id``; False if
-        this verifier does not know the key (neither cached nor seen by the watch)."""
-        owner = self._objects.owner(key_id)
-        if owner is not None:
-            self._usage.tally(owner.uid, owner.namespace, owner.name).errors += count
-            return True
-        entry = self._cache.by_key_id(key_id)
-        if entry is not None:
-            self._usage.tally(entry.uid, entry.namespace, entry.name).errors += count
-            return True
-        return False
-
-    async def report_errors_for(self, key: str, key_id: str, count: int = 1, *, caller: str | None = None) -> Decision:
-        """Count ``count`` errors against ``key_id`` if ``key`` is that key and usable: whoever
-        reports errors must hold the key (key ids are public, so an id alone would let anyone
-        inflate another tenant's error count). Returns ALLOWED when counted, else the refusal
-        (401 for a bad key, 403 ``scope_missing`` when ``key`` is another key)."""
-        now = _monotonic_ns() // 1000
-        try:
-            parse(key)
-        except MalformedKey as exc:
-            return self._failure(Outcome.MALFORMED, None, now, str(exc))
-        pepper = self._peppers.current
-        if pepper is None:
-            return self._refusal(Outcome.UNKNOWN)
-        primary = _hmac(pepper, key.encode(), "sha256").hex()
-        entry = self._entries.get(primary)
-        if entry is None or entry.expires <= now:
-            found = await self._miss(key, primary, None, caller, now)
-            if isinstance(found, Decision):
-                return found
-            entry = found
-        if entry.denial is not None:
-            return self._refusal(entry.denial)
-        if _monotonic_ns() // 1000 >= entry.not_after:
-            return self._refusal(Outcome.EXPIRED)
-        if entry.key_id != key_id:
-            return Decision(Outcome.SCOPE_MISSING, detail=f"the key presented is not {key_id}")
-        self._usage.tally(entry.uid, entry.namespace, entry.name).errors += count
-        return Decision(Outcome.ALLOWED, entry.tenant, entry.key_id, entry.scope_list, entry.tier)
-
     @property
     def pending_usage(self) -> int:
         return len(self._usage)
@@ -415,115 +368,6 @@ class Verifier:
     def stale_entries(self) -> int:
         """Entries past their TTL: answering from them now if Vault is down, else re-read on use."""
         return self._cache.stale_count(_monotonic_ns() // 1000)
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Load the peppers (retrying in the background if Vault is not there yet), start the
-        watch, the usage flusher and housekeeping."""
-        if not await self._peppers.load():
-            self._spawn(self._peppers.load_until_done())
-        if self._kubernetes is not None and self._kubernetes.watch:
-            self.watch = self._kubernetes.watcher(self.object_changed)
-            self.watch.start()
-            self.plan_watch = self._kubernetes.plan_watcher(self.plans)
-            self.plan_watch.start()
-        if self.flusher is not None:
-            self._spawn(self.flusher.run())
-        self._spawn(self._housekeeping())
-        self._spawn(self._probe_vault())
-
-    async def close(self) -> None:
-        """Stop background work and flush pending usage once more."""
-        if self.watch is not None:
-            self.watch.stop()
-        if self.plan_watch is not None:
-            self.plan_watch.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
-        if self.flusher is not None:
-            try:
-                await self.flusher.flush()
-            except Exception:  # shutting down: report, do not raise
-                logger.exception("final usage flush failed")
-            self.flusher.writer.close()
-        if self._redis is not None:
-            await self._redis.client.aclose()
-        self.store.session.close()
-        self.hasher.close()
-
-    async def __aenter__(self) -> Verifier:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        self._tasks.append(asyncio.ensure_future(coro))
-
-    async def _housekeeping(self) -> None:
-        while True:
-            await asyncio.sleep(HOUSEKEEPING_SECONDS)
-            now = _monotonic_ns() // 1000
-            self._cache.sweep(now)
-            self._limits.local.prune(now)
-            self._failures.prune(now)
-
-    async def _probe_vault(self) -> None:
-        """Keep :attr:`vault` current even when every key is cached: a pepper read every
-        ``VAULT_PROBE_SECONDS``, every second during an outage (so recovery shows at once)."""
-        while True:
-            await asyncio.sleep(1.0 if self.vault.down else VAULT_PROBE_SECONDS)
-            if not self._peppers.answered:
-                continue  # the start-up retry loop is on it
-            try:
-                await self.store.read_peppers()
-            except VaultError:
-                self.vault.failed()
-            else:
-                self.vault.answered()
-
-    def _watch_live(self) -> bool:
-        """Whether watch events are current (within one cache TTL of losing the watch)."""
-        return self.watch is not None and self.watch.live(self._ttl)
-
-    def readiness(self) -> dict[str, bool]:
-        """What must hold before this verifier takes traffic (``/readyz``): it can answer
-        correctly. ``vault``: the pepper was read (nothing can be verified before). ``watch``:
-        every watched scope was fully listed once (before that a revoked key could pass);
-        ``plans``: likewise for TenantPlans (the last-known plans keep applying while their watch
-        is down). ``fresh``: Vault answers now, or the watch is live so cached keys may answer stale;
-        when both are lost, cached keys stop at their TTL and the replica steps aside."""
-        checks = {"vault": self._peppers.answered}
-        if self._kubernetes is not None and self._kubernetes.watch:
-            checks["watch"] = self.watch is not None and self.watch.listed
-            checks["plans"] = self.plan_watch is not None and self.plan_watch.listed
-            checks["fresh"] = not self.vault.down or self._watch_live()
-        return checks
-
-    @property
-    def ready(self) -> bool:
-        return all(self.readiness().values())
-
-    def describe(self) -> dict[str, Any]:
-        """Runtime facts for ``/readyz`` and debugging (no key material)."""
-        return {
-            "cacheEntries": len(self._cache),
-            "redis": None if self.redis_health is None else ("down" if self.redis_health.down else "up"),
-            "watchEvents": self.watch.events if self.watch else None,
-            "watch": None if self.watch is None else ("synced" if self.watch.synced else "lost"),
-            "vault": "down" if self.vault.down else "up",
-            "vaultDownSeconds": round(self.vault.outage_seconds(), 1),
-            "staleEntries": self.stale_entries,
-            "servingStale": self.vault.down and self._watch_live(),
-            "staleAnswers": self.vault.stale_answers,
-        }
 
 
 def _scope_detail(scope: str, entry: Entry) -> str:

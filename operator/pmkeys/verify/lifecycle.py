@@ -1,0 +1,173 @@
+"""The verifier's lifecycle: what starts and stops around the pipeline of
+:mod:`pmkeys.verify.verifier`, and what tells the world it is ready.
+
+Kept apart so the pipeline reads top to bottom without it: loading the peppers (retried in the
+background while Vault is not there), the TenantApiKey and TenantPlan watches, the usage
+flusher, housekeeping (expired cache entries and limiter state), and on the way out a last
+usage flush and closing every client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from pmkeys.keys.hashing import Hasher
+from pmkeys.vault.errors import VaultError
+from pmkeys.vault.store import KeyStore
+from pmkeys.verify.cache import KeyCache
+from pmkeys.verify.connections import Kubernetes, Redis
+from pmkeys.verify.gcra import LocalLimiter
+from pmkeys.verify.limiting import Limits
+from pmkeys.verify.peppers import Peppers
+from pmkeys.verify.plans import PlanBook, PlanWatch
+from pmkeys.verify.ratelimit import RedisHealth
+from pmkeys.verify.staleness import VaultHealth
+from pmkeys.verify.usage import UsageFlusher
+from pmkeys.verify.watching import ObjectFacts, ObjectWatch
+
+logger = logging.getLogger(__name__)
+HOUSEKEEPING_SECONDS = 10.0
+#: How often a verifier whose keys are all cached checks that Vault still answers.
+VAULT_PROBE_SECONDS = 10.0
+
+
+class Lifecycle:
+    """Start, stop and readiness of a :class:`~pmkeys.verify.verifier.Verifier`."""
+
+    if TYPE_CHECKING:  # set by the Verifier
+        store: KeyStore
+        hasher: Hasher
+        watch: ObjectWatch | None
+        plan_watch: PlanWatch | None
+        plans: PlanBook
+        flusher: UsageFlusher | None
+        redis_health: RedisHealth | None
+        _peppers: Peppers
+        _kubernetes: Kubernetes | None
+        _redis: Redis | None
+        _tasks: list[asyncio.Task[None]]
+        _cache: KeyCache
+        _limits: Limits
+        _failures: LocalLimiter
+        _ttl: float
+        vault: VaultHealth
+
+        @property
+        def stale_entries(self) -> int: ...
+
+        def object_changed(self, uid: str, facts: ObjectFacts | None) -> None: ...
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the peppers (retrying in the background if Vault is not there yet), start the
+        watch, the usage flusher and housekeeping."""
+        if not await self._peppers.load():
+            self._spawn(self._peppers.load_until_done())
+        if self._kubernetes is not None and self._kubernetes.watch:
+            self.watch = self._kubernetes.watcher(self.object_changed)
+            self.watch.start()
+            self.plan_watch = self._kubernetes.plan_watcher(self.plans)
+            self.plan_watch.start()
+        if self.flusher is not None:
+            self._spawn(self.flusher.run())
+        self._spawn(self._housekeeping())
+        self._spawn(self._probe_vault())
+
+    async def close(self) -> None:
+        """Stop background work and flush pending usage once more."""
+        if self.watch is not None:
+            self.watch.stop()
+        if self.plan_watch is not None:
+            self.plan_watch.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.flusher is not None:
+            try:
+                await self.flusher.flush()
+            except Exception:  # shutting down: report, do not raise
+                logger.exception("final usage flush failed")
+            self.flusher.writer.close()
+        if self._redis is not None:
+            await self._redis.client.aclose()
+        self.store.session.close()
+        self.hasher.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        self._tasks.append(asyncio.ensure_future(coro))
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            now = time.monotonic_ns() // 1000
+            self._cache.sweep(now)
+            self._limits.local.prune(now)
+            self._failures.prune(now)
+
+    async def _probe_vault(self) -> None:
+        """Keep :attr:`vault` current even when every key is cached: a pepper read every
+        ``VAULT_PROBE_SECONDS``, every second during an outage (so recovery shows at once)."""
+        while True:
+            await asyncio.sleep(1.0 if self.vault.down else VAULT_PROBE_SECONDS)
+            if not self._peppers.answered:
+                continue  # the start-up retry loop is on it
+            try:
+                await self.store.read_peppers()
+            except VaultError:
+                self.vault.failed()
+            else:
+                self.vault.answered()
+
+    def _watch_live(self) -> bool:
+        """Whether watch events are current (within one cache TTL of losing the watch)."""
+        return self.watch is not None and self.watch.live(self._ttl)
+
+    def readiness(self) -> dict[str, bool]:
+        """What must hold before this verifier takes traffic (``/readyz``): it can answer
+        correctly. ``vault``: the pepper was read (nothing can be verified before). ``watch``:
+        every watched scope was fully listed once (before that a revoked key could pass);
+        ``plans``: likewise for TenantPlans (the last-known plans keep applying while their watch
+        is down). ``fresh``: Vault answers now, or the watch is live so cached keys may answer stale;
+        when both are lost, cached keys stop at their TTL and the replica steps aside."""
+        checks = {"vault": self._peppers.answered}
+        if self._kubernetes is not None and self._kubernetes.watch:
+            checks["watch"] = self.watch is not None and self.watch.listed
+            checks["plans"] = self.plan_watch is not None and self.plan_watch.listed
+            checks["fresh"] = not self.vault.down or self._watch_live()
+        return checks
+
+    @property
+    def ready(self) -> bool:
+        return all(self.readiness().values())
+
+    def describe(self) -> dict[str, Any]:
+        """Runtime facts for ``/readyz`` and debugging (no key material)."""
+        return {
+            "cacheEntries": len(self._cache),
+            "redis": None if self.redis_health is None else ("down" if self.redis_health.down else "up"),
+            "watchEvents": self.watch.events if self.watch else None,
+            "watch": None if self.watch is None else ("synced" if self.watch.synced else "lost"),
+            "vault": "down" if self.vault.down else "up",
+            "vaultDownSeconds": round(self.vault.outage_seconds(), 1),
+            "staleEntries": self.stale_entries,
+            "servingStale": self.vault.down and self._watch_live(),
+            "staleAnswers": self.vault.stale_answers,
+        }
