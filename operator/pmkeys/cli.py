@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import logging
 import sys
 import types
 from pathlib import Path
@@ -23,11 +22,9 @@ from pmkeys import __version__
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from pmkeys import redaction
+
+    redaction.configure(level)
 
 
 def cmd_operator(_: argparse.Namespace) -> None:

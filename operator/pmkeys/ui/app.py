@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pmkeys import __version__
 from pmkeys.config import UiSettings
 from pmkeys.kubeclient import api_client
+from pmkeys.redaction import uvicorn_level
 from pmkeys.ui import api, pages
 from pmkeys.ui.callers import SignInRequired
 from pmkeys.ui.context import UiContext
@@ -170,7 +171,8 @@ def run(settings: UiSettings) -> None:
         app,
         host=settings.bind,
         port=settings.port,
-        log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers reach the root handler and its redaction
+        log_level=uvicorn_level(settings.log_level),
         proxy_headers=True,
         server_header=False,
         ssl_certfile=settings.tls_cert_file or None,

@@ -61,6 +61,7 @@ from starlette.routing import Route
 
 from pmkeys import __version__
 from pmkeys.config import VerifierSettings
+from pmkeys.redaction import uvicorn_level
 from pmkeys.verify import headers as h
 from pmkeys.verify.callers import ANONYMOUS, SCOPE_KEY, CallerAuth, CallerConfigError, CallerTokens
 from pmkeys.verify.gateway import AUTHZ_METHODS, AUTHZ_PREFIX, Gateway, peer
@@ -210,6 +211,7 @@ def run(settings: VerifierSettings) -> None:
     """Serve until SIGTERM/SIGINT; the lifespan flushes usage on the way out."""
     RouteMap.parse(settings.routes)  # fail at start, with the entry named, not on a request
     callers = CallerTokens.from_settings(settings)  # likewise for missing caller tokens
+    logger.debug("settings: %s", settings.model_dump(mode="json", exclude={"caller_tokens"}))
     if settings.caller_auth == "off":
         logger.warning("caller authentication is off: anyone who reaches this port may call the verifier")
     else:
@@ -223,6 +225,7 @@ def run(settings: VerifierSettings) -> None:
         lifespan="on",
         access_log=False,
         server_header=False,
-        log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers reach the root handler and its redaction
+        log_level=uvicorn_level(settings.log_level),
         timeout_graceful_shutdown=10,
     )
