@@ -15,7 +15,8 @@ library in the way); it drives the server from one core several times faster tha
 answers, so the server is what is measured.
 
 * throughput: closed loop, 64 connections, ``--seconds`` per endpoint; the gateway check
-  ``GET /v1/authz/v1/messages`` (key in ``X-API-Key``, route from ``X-Original-*``) against
+  ``GET /v1/authz/v1/messages`` (key in ``X-API-Key``, route from ``X-Original-*``, gateway mode
+  nginx, with a caller token) against
   ``GET /healthz`` on the same FastAPI/uvicorn server.
 * latency: open loop at half the measured gateway rate; each request's latency is counted from
   the moment it was *due*, so a stall cannot hide (no coordinated omission).
@@ -42,12 +43,14 @@ import time
 
 import bcrypt
 import httpx
+from kubernetes import client
 
-from pmkeys.api.vocabulary import Environment, Scope, Tier
+from pmkeys.api.vocabulary import API_VERSION, GROUP, KIND, PLURAL, VERSION, Environment, Scope, Tier
 from pmkeys.config import VaultSettings
 from pmkeys.keys import material
 from pmkeys.keys.digest import digest
 from pmkeys.keys.hashing import PRODUCTION_COST
+from pmkeys.kubeclient import api_client
 from pmkeys.vault.records import KeyRecord
 from pmkeys.vault.session import VaultSession
 from pmkeys.vault.store import KeyStore
@@ -63,11 +66,29 @@ CONNECTIONS = 64
 BENCH_KEYS = 16
 NEVER_BINDS = 10**9
 ROUTES = ["POST /v1/messages=send_email"]
+CALLER_HEADER = "X-Pmkeys-Caller-Token"
+CALLER_TOKEN = secrets.token_urlsafe(32)
 
 
 # -- keys ----------------------------------------------------------------------------------------
-async def write_keys(store: KeyStore, count: int, *, rate_limit: int) -> list[str]:
-    """Issue ``count`` keys the way the operator records them (cost 12), straight into Vault."""
+def bench_object(env: LocalEnvironment) -> str:
+    """The TenantApiKey the bench keys belong to (the verifier refuses records of absent
+    objects); no operator runs, so it stays as created. Returns its uid."""
+    api = api_client(str(env.kubeconfig))
+    bootstrap.tenant_namespace(api, "bench", "bench")
+    manifest = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": "bench", "namespace": "bench"},
+        "spec": {"tenant": "bench", "scopes": ["send_email"], "tier": "enterprise"},
+    }
+    created = client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, manifest)
+    return str(created["metadata"]["uid"])
+
+
+async def write_keys(store: KeyStore, count: int, *, rate_limit: int, owner: str) -> list[str]:
+    """Issue ``count`` keys the way the operator records them (cost 12), straight into Vault,
+    for the TenantApiKey whose uid is ``owner``."""
     pepper = await store.current_pepper()
     keys = []
     for _ in range(count):
@@ -78,7 +99,7 @@ async def write_keys(store: KeyStore, count: int, *, rate_limit: int) -> list[st
             tenant="bench",
             namespace="bench",
             name="bench",
-            uid="bench-" + secrets.token_hex(4),
+            uid=owner,
             bcrypt=hashed,
             scopes=[Scope.SEND_EMAIL],
             tier=Tier.ENTERPRISE,
@@ -267,9 +288,11 @@ def run_load(**job: object) -> dict[str, float]:
 
 
 def gateway_request(key: str) -> bytes:
+    """An nginx-shaped check (gateway mode nginx), with the caller token nginx sends."""
     return (
         "GET /v1/authz/v1/messages HTTP/1.1\r\nHost: verifier\r\n"
-        f"X-API-Key: {key}\r\nX-Original-Method: POST\r\nX-Original-URI: /v1/messages\r\n\r\n"
+        f"X-API-Key: {key}\r\nX-Original-Method: POST\r\nX-Original-URI: /v1/messages\r\n"
+        f"{CALLER_HEADER}: {CALLER_TOKEN}\r\n\r\n"
     ).encode()
 
 
@@ -282,7 +305,8 @@ def cold_path(url: str, keys: list[str]) -> float:
     with httpx.Client(base_url=url, timeout=30) as http:
         for key in keys:
             started = time.perf_counter()
-            response = http.get("/v1/authz/v1/messages", headers={"X-API-Key": key, "X-Original-Method": "POST"})
+            headers = {"X-API-Key": key, "X-Original-Method": "POST", "X-Original-URI": "/v1/messages"}
+            response = http.get("/v1/authz", headers={**headers, CALLER_HEADER: CALLER_TOKEN})
             took.append(time.perf_counter() - started)
             assert response.status_code == 200, response.status_code
     return statistics.median(took) * 1000
@@ -307,9 +331,11 @@ def main() -> int:
             )
         )
 
+        owner = bench_object(env)
+
         async def prepare() -> tuple[list[str], list[str]]:
-            return await write_keys(store, BENCH_KEYS, rate_limit=NEVER_BINDS), await write_keys(
-                store, 3, rate_limit=NEVER_BINDS
+            return await write_keys(store, BENCH_KEYS, rate_limit=NEVER_BINDS, owner=owner), await write_keys(
+                store, 3, rate_limit=NEVER_BINDS, owner=owner
             )
 
         hot, cold = asyncio.run(prepare())
@@ -328,6 +354,8 @@ def main() -> int:
             PMKEYS_PORT=str(port),
             PMKEYS_LOG_LEVEL="WARNING",
             PMKEYS_ROUTES=json.dumps(ROUTES),
+            PMKEYS_GATEWAY="nginx",
+            PMKEYS_CALLER_TOKENS=json.dumps({"bench": CALLER_TOKEN}),
         )
         assert verifier.pid is not None
         os.sched_setaffinity(verifier.pid, {SERVER_CORE})
