@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.kube import Kube
-from tests.verifier.conftest import Plaintext, VerifierProcess, Verifiers, issue, random_key
 
 from pmkeys_dev import bootstrap
 from pmkeys_dev.environment import LocalEnvironment
+from tests.kube import Kube
+from tests.verifier.conftest import Plaintext, VerifierProcess, Verifiers, issue, random_key
 
 pytestmark = [pytest.mark.integration]
 

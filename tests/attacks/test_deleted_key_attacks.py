@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from tests.kube import Kube
-from tests.verifier.conftest import VerifierProcess, Verifiers, issue
 
 from pmkeys.api import vocabulary as v
 from pmkeys.kubeclient import api_client
 from pmkeys_dev import bootstrap
 from pmkeys_dev.environment import LocalEnvironment
 from pmkeys_dev.processes import ServerProcess
+from tests.kube import Kube
+from tests.verifier.conftest import VerifierProcess, Verifiers, issue
 
 pytestmark = [pytest.mark.integration]
 REFUSED_WITHIN = 5.0

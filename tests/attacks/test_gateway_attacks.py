@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from pmkeys_dev import bootstrap
+from pmkeys_dev.environment import LocalEnvironment
 from tests.attacks.gateways import Answer, raw_request
 from tests.kube import Kube
 from tests.verifier.conftest import CALLER_TOKEN, GATEWAY_TOKEN, Plaintext, VerifierProcess, Verifiers, issue
 from tests.verifier.gateway import NGINX, EchoUpstream, NginxGateway
-
-from pmkeys_dev import bootstrap
-from pmkeys_dev.environment import LocalEnvironment
 
 pytestmark = [pytest.mark.integration]
 

@@ -18,12 +18,12 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from tests import leakscan
-from tests.kube import Kube
-from tests.verifier.conftest import Plaintext, Verifiers, issue, random_key
 
 from pmkeys_dev import bootstrap
 from pmkeys_dev.environment import LocalEnvironment
+from tests import leakscan
+from tests.kube import Kube
+from tests.verifier.conftest import Plaintext, Verifiers, issue, random_key
 
 EMIT = """
 import base64, json, logging, sys

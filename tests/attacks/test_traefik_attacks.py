@@ -18,14 +18,14 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from tests.attacks.gateways import Answer, raw_request
-from tests.kube import Kube
-from tests.verifier.conftest import GATEWAY_TOKEN, Plaintext, Verifiers, issue
-from tests.verifier.gateway import DOCUMENTED_TOKEN, DOCUMENTED_VERIFIER, EchoUpstream, documented_block
 
 from pmkeys_dev import binaries, bootstrap
 from pmkeys_dev.environment import LocalEnvironment
 from pmkeys_dev.processes import ServerProcess, free_port
+from tests.attacks.gateways import Answer, raw_request
+from tests.kube import Kube
+from tests.verifier.conftest import GATEWAY_TOKEN, Plaintext, Verifiers, issue
+from tests.verifier.gateway import DOCUMENTED_TOKEN, DOCUMENTED_VERIFIER, EchoUpstream, documented_block
 
 TRAEFIK = Path(os.environ.get("PMKEYS_TRAEFIK", binaries.cache_dir() / "bin" / "traefik"))
 

@@ -28,8 +28,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from pmkeys.config import VerifierSettings
-from pmkeys.verify.sizelimits import AsgiApp, AsgiScope, Receive, Send
 
 logger = logging.getLogger(__name__)
 CALLER_HEADER = "X-Pmkeys-Caller-Token"
@@ -93,13 +94,13 @@ def read_dir(directory: Path) -> dict[str, str]:
 class CallerAuth:
     """ASGI middleware: 401 for unauthenticated callers, the caller's name in the scope else."""
 
-    def __init__(self, app: AsgiApp, tokens: CallerTokens, *, enabled: bool, query_token: bool) -> None:
+    def __init__(self, app: ASGIApp, tokens: CallerTokens, *, enabled: bool, query_token: bool) -> None:
         self.app = app
         self.tokens = tokens
         self.enabled = enabled
         self.query_token = query_token
 
-    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
@@ -114,7 +115,7 @@ class CallerAuth:
         scope[SCOPE_KEY] = caller
         await self.app(scope, receive, send)
 
-    def _caller(self, scope: AsgiScope) -> str | None:
+    def _caller(self, scope: Scope) -> str | None:
         for name, value in scope["headers"]:
             if name == _HEADER:
                 return self.tokens.identify(value.decode("latin-1"))
