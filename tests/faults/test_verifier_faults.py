@@ -19,7 +19,7 @@ from pmkeys_dev.environment import LocalEnvironment
 from pmkeys_dev.redis import RedisServer
 from tests import report
 from tests.kube import Kube, wait_for
-from tests.verifier.conftest import VerifierProcess, Verifiers, issue
+from tests.verifier.conftest import CALLER_HEADERS, VerifierProcess, Verifiers, issue
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.usefixtures("operator")]
 
@@ -36,7 +36,7 @@ class Load:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with httpx.Client(timeout=5) as http:
+        with httpx.Client(timeout=5, headers=CALLER_HEADERS) as http:
             n = 0
             while not self._stop.is_set():
                 target = self.targets[n % len(self.targets)]
