@@ -112,7 +112,15 @@ class VerifierSettings(_Settings):
     redis_prefix: str = Field(default="pmkeys", min_length=1)
     #: Seconds before a Redis call counts as failed (then the failure policy applies).
     redis_timeout: float = Field(default=0.25, gt=0)
+    #: ``redis_url`` names one node of a Redis Cluster (the others are discovered).
+    redis_cluster: bool = False
     usage_flush_seconds: float = Field(default=10.0, gt=0)
+    #: Namespace of the usage ledger ConfigMaps ("" = the verifier's own, else pmkeys-system).
+    usage_namespace: str = ""
+    #: Number of usage ledgers: at most this many ledger writes per flush interval.
+    usage_shards: int = Field(default=16, ge=1, le=256)
+    #: Budget of ``status.usage`` copies written per second (all replicas with Redis together).
+    usage_status_writes_per_second: float = Field(default=10.0, gt=0)
     #: Failed verifications allowed per client per minute before it gets 429.
     failed_attempts_per_minute: int = Field(default=30, ge=1)
     watch: bool = True

@@ -142,6 +142,11 @@ def test_verifier_account_reads_keys_writes_usage_and_never_reads_secrets(
         },
     )
     assert not can(kube, release.account("verifier"), "get", "secrets", release.namespace)
+    # The usage ledgers: ConfigMaps in its own namespace only, never a tenant's.
+    for verb in ("get", "create", "update"):
+        assert can(kube, release.account("verifier"), verb, "configmaps", release.namespace)
+        assert not can(kube, release.account("verifier"), verb, "configmaps", tenant)
+    assert not can(kube, release.account("verifier"), "delete", "configmaps", release.namespace)
 
 
 def test_ui_account_only_reviews_tokens_and_access(kube: Kube, release: Release, tenant: str) -> None:

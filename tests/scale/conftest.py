@@ -1,23 +1,36 @@
-"""Fixtures for the scale tests: a Redis of the module's own (a fresh key space per test through
-a random prefix)."""
+"""Fixtures for the scale tests: a Redis and a Redis Cluster of the module's own (a fresh key
+space per test through a random prefix). Neither needs the Kubernetes environment."""
 
 from __future__ import annotations
 
 import secrets
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from pmkeys_dev.environment import LocalEnvironment
 from pmkeys_dev.redis import RedisServer
+from pmkeys_dev.redis_cluster import RedisCluster
 
 
 @pytest.fixture(scope="module")
-def redis_server(env: LocalEnvironment) -> Iterator[RedisServer]:
-    server = RedisServer(workdir=env.workdir / f"redis-scale-{secrets.token_hex(3)}")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(workdir=Path(tempfile.mkdtemp(prefix="pmkeys-redis-scale-")))
     server.start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """Three masters, three replicas (a real Redis Cluster)."""
+    cluster = RedisCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The Lua scripts in a real Redis: the sliding windows on Redis's own clock and under
-concurrency, usage counters sum and are taken exactly once. (No Kubernetes needed: a Redis of the module's own.)"""
+concurrency. (No Kubernetes needed: a Redis of the module's own.) The usage scripts are tested
+on one Redis and on a Redis Cluster in tests/scale/test_redis_cluster.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pmkeys.verify.ratelimit import RedisHealth, SharedWindows, connect
-from pmkeys.verify.usage import SharedUsage, Tally
+from pmkeys.verify.usage_redis import SharedUsage
 from pmkeys.verify.windows import WINDOW_US, WindowLimiter
 from pmkeys_dev.redis import RedisServer
 
@@ -60,26 +61,3 @@ async def test_concurrent_keys_of_one_tenant_share_its_limit(shared: tuple[Share
     admitted = [v for v in verdicts if v.allowed]
     assert len(admitted) == 30 and max(v.key.used for v in admitted) <= 25
     assert {v.refused_by for v in verdicts if not v.allowed} <= {"key", "tenant"}
-
-
-async def test_usage_counters_sum_and_are_taken_once(shared: tuple[SharedWindows, SharedUsage]) -> None:
-    _, usage = shared
-    await usage.push({"uid-1": Tally("ns", "a", 3, 1, 100.0), "uid-2": Tally("ns", "b", 1, 0, 50.0)})
-    await usage.push({"uid-1": Tally("ns", "a", 2, 0, 90.0)})
-    taken = await usage.take()
-    assert taken["uid-1"] == Tally("ns", "a", 5, 1, 100.0)
-    assert taken["uid-2"] == Tally("ns", "b", 1, 0, 50.0)
-    assert await usage.take() == {}, "taken exactly once"
-
-
-async def test_one_flusher_per_interval(shared: tuple[SharedWindows, SharedUsage], lone_redis: RedisServer) -> None:
-    _, first = shared
-    client = connect(lone_redis.url, timeout=1)
-    try:
-        second = SharedUsage(client, prefix=first._hash_prefix.split(":usage")[0], health=RedisHealth())
-        assert await first.lock(0.5)
-        assert not await second.lock(0.5)
-        await asyncio.sleep(0.6)
-        assert await second.lock(0.5)
-    finally:
-        await client.aclose()

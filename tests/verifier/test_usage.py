@@ -126,6 +126,8 @@ VERIFIER_RULES = [
     },
     {"apiGroups": ["penguinmails.io"], "resources": ["tenantapikeys/status"], "verbs": ["patch"]},
 ]
+#: The usage ledgers, in the verifier's own namespace (a Role there in the chart).
+LEDGER_RULES = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]}]
 
 
 def verifier_kubeconfig(env: LocalEnvironment, kube: Kube, *, rules: list[dict]) -> Path:
@@ -145,8 +147,9 @@ def verifier_kubeconfig(env: LocalEnvironment, kube: Kube, *, rules: list[dict])
 
 
 def test_the_documented_rbac_is_enough(verifiers: Verifiers, env: LocalEnvironment, kube: Kube, tenant: str) -> None:
-    """get/list/watch tenantapikeys and tenantplans, and patch their status: watch and usage both work."""
-    kubeconfig = verifier_kubeconfig(env, kube, rules=VERIFIER_RULES)
+    """get/list/watch tenantapikeys and tenantplans, patch their status, and the ledger
+    ConfigMaps: watch and usage both work."""
+    kubeconfig = verifier_kubeconfig(env, kube, rules=VERIFIER_RULES + LEDGER_RULES)
     replica = verifiers.start(PMKEYS_KUBECONFIG=str(kubeconfig))
     plaintext, _ = issue(kube, tenant, "least-privilege")
     asyncio.run(spread([replica], plaintext, [3]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kubernetes import client as kube_client
 from redis import asyncio as aioredis
@@ -18,10 +19,17 @@ from pmkeys.config import VerifierSettings
 from pmkeys.kubeclient import api_client
 from pmkeys.verify.plans import PlanBook, PlanWatch
 from pmkeys.verify.possession import RedisReceipts
-from pmkeys.verify.ratelimit import RedisHealth, SharedWindows, connect
-from pmkeys.verify.usage import SharedUsage, StatusWriter, UsageCounter, UsageFlusher
+from pmkeys.verify.ratelimit import RedisHealth, SharedWindows
+from pmkeys.verify.redisclient import connect_to, prepare
+from pmkeys.verify.usage import UsageCounter, UsageFlusher
+from pmkeys.verify.usage_ledgers import Ledgers
+from pmkeys.verify.usage_redis import SharedUsage
+from pmkeys.verify.usage_status import Mirror, ObjectStatus
 from pmkeys.verify.watching import Listener, ObjectWatch
 from pmkeys.verify.windows import WindowLimiter
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+DEFAULT_NAMESPACE = "pmkeys-system"
 
 
 @dataclass
@@ -37,13 +45,17 @@ class Redis:
     @classmethod
     def connect(cls, settings: VerifierSettings, *, local: WindowLimiter) -> Redis:
         """Connect as ``settings`` say; ``local`` is the limiter the open failure policy uses."""
-        redis = connect(settings.redis_url, timeout=settings.redis_timeout)
+        redis = connect_to(settings.redis_url, timeout=settings.redis_timeout, cluster=settings.redis_cluster)
         health = RedisHealth()
         limiter = SharedWindows(
             redis, prefix=settings.redis_prefix, policy=settings.redis_failure_policy, local=local, health=health
         )
         usage = SharedUsage(redis, prefix=settings.redis_prefix, health=health)
         return cls(redis, health, limiter, usage, RedisReceipts(redis, prefix=settings.redis_prefix, health=health))
+
+    async def prepare(self) -> None:
+        """Before the first request (a cluster's slot map; see :func:`prepare`)."""
+        await prepare(self.client)
 
 
 @dataclass
@@ -54,6 +66,9 @@ class Kubernetes:
     watch: bool = True
     namespaces: list[str] = field(default_factory=list)
     usage_flush_seconds: float = 10.0
+    usage_namespace: str = ""
+    usage_shards: int = 16
+    usage_status_writes_per_second: float = 10.0
 
     @classmethod
     def from_settings(cls, settings: VerifierSettings, *, api: kube_client.ApiClient | None = None) -> Kubernetes:
@@ -63,6 +78,9 @@ class Kubernetes:
             watch=settings.watch,
             namespaces=settings.namespaces,
             usage_flush_seconds=settings.usage_flush_seconds,
+            usage_namespace=settings.usage_namespace or own_namespace(),
+            usage_shards=settings.usage_shards,
+            usage_status_writes_per_second=settings.usage_status_writes_per_second,
         )
 
     def watcher(self, listener: Listener) -> ObjectWatch:
@@ -72,4 +90,21 @@ class Kubernetes:
         return PlanWatch(self.api, book, namespaces=self.namespaces, loop=asyncio.get_running_loop())
 
     def flusher(self, usage: UsageCounter, *, shared: SharedUsage | None) -> UsageFlusher:
-        return UsageFlusher(usage, StatusWriter(self.api), interval=self.usage_flush_seconds, shared=shared)
+        ledgers = Ledgers(self.api, namespace=self.usage_namespace or own_namespace(), shards=self.usage_shards)
+        budget = max(1, int(self.usage_status_writes_per_second * self.usage_flush_seconds))
+        return UsageFlusher(
+            usage,
+            ledgers,
+            ObjectStatus(self.api),
+            Mirror(budget=budget),
+            interval=self.usage_flush_seconds,
+            shared=shared,
+        )
+
+
+def own_namespace() -> str:
+    """The pod's namespace (where its ServiceAccount lives), else ``pmkeys-system``."""
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or DEFAULT_NAMESPACE
+    except OSError:
+        return DEFAULT_NAMESPACE

@@ -67,6 +67,8 @@ class Lifecycle:
     async def start(self) -> None:
         """Load the peppers (retrying in the background if Vault is not there yet), start the
         watch, the usage flusher and housekeeping."""
+        if self._redis is not None:
+            await self._redis.prepare()
         if not await self._peppers.load():
             self._spawn(self._peppers.load_until_done())
         if self._kubernetes is not None and self._kubernetes.watch:
@@ -96,7 +98,7 @@ class Lifecycle:
                 await self.flusher.flush()
             except Exception:  # shutting down: report, do not raise
                 logger.exception("final usage flush failed")
-            self.flusher.writer.close()
+            self.flusher.close()
         if self._redis is not None:
             await self._redis.client.aclose()
         self.store.session.close()

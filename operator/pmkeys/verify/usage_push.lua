@@ -1,12 +1,15 @@
--- Add one replica's usage deltas for one TenantApiKey to the shared pending counters.
--- KEYS[1]  pending hash of the object;  KEYS[2]  set of objects with pending usage
--- ARGV     uid, namespace, name, requests, errors, last_used (epoch seconds)
-redis.call('HINCRBY', KEYS[1], 'requests', ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'errors', ARGV[5])
-redis.call('HSET', KEYS[1], 'namespace', ARGV[2], 'name', ARGV[3])
-local last = tonumber(redis.call('HGET', KEYS[1], 'last_used') or '0')
-if tonumber(ARGV[6]) > last then
-  redis.call('HSET', KEYS[1], 'last_used', ARGV[6])
+-- Add one replica's usage deltas to one shard's pending counters (one hash: one cluster slot).
+-- KEYS[1]  the shard's pending hash ({<prefix>:usage:NN} hash tag)
+-- ARGV     groups of six: uid, namespace, name, requests, errors, last_used (epoch seconds)
+-- Fields per uid: <uid>:r, <uid>:e (summed), <uid>:t (the latest), <uid>:o (namespace/name).
+for i = 1, #ARGV, 6 do
+  local uid = ARGV[i]
+  redis.call('HINCRBY', KEYS[1], uid .. ':r', ARGV[i + 3])
+  redis.call('HINCRBY', KEYS[1], uid .. ':e', ARGV[i + 4])
+  redis.call('HSET', KEYS[1], uid .. ':o', ARGV[i + 1] .. '/' .. ARGV[i + 2])
+  local last = tonumber(redis.call('HGET', KEYS[1], uid .. ':t') or '0')
+  if tonumber(ARGV[i + 5]) > last then
+    redis.call('HSET', KEYS[1], uid .. ':t', ARGV[i + 5])
+  end
 end
-redis.call('SADD', KEYS[2], ARGV[1])
 return 1
