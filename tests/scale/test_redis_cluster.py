@@ -13,9 +13,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from pmkeys.verify.gcra import LocalLimiter
 from pmkeys.verify.possession import RedisReceipts
-from pmkeys.verify.ratelimit import RedisHealth, SharedLimiter, SharedWindows, window_keys
+from pmkeys.verify.ratelimit import RedisHealth, SharedWindows, window_keys
 from pmkeys.verify.redisclient import connect_to, prepare
 from pmkeys.verify.usage import Tally
 from pmkeys.verify.usage_ledgers import by_shard
@@ -39,14 +38,11 @@ async def redis_url(
 
 
 class Replica:
-    """What one verifier replica holds of Redis: its own client, limiter, usage and receipts."""
+    """What one verifier replica holds of Redis: its own client, limits, usage and receipts."""
 
     def __init__(self, url: str, cluster: bool, prefix: str) -> None:
         self.client = connect_to(url, timeout=1, cluster=cluster)
         self.health = RedisHealth()
-        self.limiter = SharedLimiter(
-            self.client, prefix=prefix, policy="closed", local=LocalLimiter(), health=self.health
-        )
         self.windows = SharedWindows(
             self.client, prefix=prefix, policy="closed", local=WindowLimiter(), health=self.health
         )
@@ -73,7 +69,7 @@ async def test_a_limit_is_exact_across_replicas(replicas: list[Replica]) -> None
     key_ids = [f"k{n:04d}" for n in range(12)]
 
     async def burst(key_id: str) -> int:
-        hits = [replicas[n % 3].limiter.hit(key_id, 10, 0) for n in range(120)]
+        hits = [replicas[n % 3].windows.hit(key_id, 10, 0, tenant=f"t-{key_id}") for n in range(120)]
         return sum(1 for s in await asyncio.gather(*hits) if s is not None and s.allowed)
 
     assert [await burst(k) for k in key_ids] == [10] * len(key_ids)
@@ -141,14 +137,15 @@ async def test_limits_and_usage_survive_the_failover_of_a_master(redis_cluster: 
     replica = Replica(redis_cluster.url, True, prefix)
     await prepare(replica.client)
     try:
-        doomed = redis_cluster.master_of(f"{prefix}:rl:kfailover")
-        assert await replica.limiter.hit("kwarmup", 10, 0) is not None
+        doomed = redis_cluster.master_of(window_keys(prefix, "doomed", "kfailover")[0])
+        assert await replica.windows.hit("kwarmup", 10, 0, tenant="doomed") is not None
         assert doomed.process is not None
         doomed.process.kill()
         started = time.monotonic()
         answered = None
         while time.monotonic() - started < 30:
-            answered = await replica.limiter.hit("kfailover", 10, 0)  # None while the slot has no master
+            # None while the slot has no master (policy closed); never an exception.
+            answered = await replica.windows.hit("kfailover", 10, 0, tenant="doomed")
             if answered is not None:
                 break
             await asyncio.sleep(0.2)
@@ -156,7 +153,7 @@ async def test_limits_and_usage_survive_the_failover_of_a_master(redis_cluster: 
         assert answered is not None and answered.allowed, f"no answer {took:.1f}s after the master died"
         assert took < 15
         redis_cluster.wait_healthy(timeout=30)
-        hits = await asyncio.gather(*(replica.limiter.hit("kfresh", 10, 0) for _ in range(60)))
+        hits = await asyncio.gather(*(replica.windows.hit("kfresh", 10, 0, tenant="doomed") for _ in range(60)))
         assert sum(1 for s in hits if s is not None and s.allowed) == 10
         tallies = {f"uid-f{n}": Tally("ns", f"n{n}", 2, 0, 5.0) for n in range(64)}
         await replica.usage.push(by_shard(tallies, SHARDS))
