@@ -1,0 +1,290 @@
+"""A verifier replica replaced while N keys are in use: how long until every key is served again.
+
+Starts a local environment, Redis, N keys (bench/keyfarm.py: TenantApiKey objects and Vault
+records whose bcrypt hashes are at ``--cost``, 12 by default as in production) and two verifier
+replicas A and B sharing Redis. Every key is used once through A (A proves it with bcrypt and
+leaves a receipt) and once through B. Then traffic runs on all keys (``--workers`` clients,
+cycling over every key, to the ready replicas in turn — what a Service does), and B is replaced:
+a new replica C starts, traffic goes to C (and no more to B) as soon as its /readyz answers 200,
+B gets SIGTERM; then
+every key is sent to C once (``--concurrency`` at a time) until each has had a 2xx answer.
+
+Figures:
+
+* ``all_served_s``: from C's start until C has answered 2xx for every key (bar: < 10 s);
+  ``ready_s`` of that is C's start-up (B leaves the rotation when C is ready, then stops, as in
+  a rolling update with ``maxUnavailable: 0``);
+* ``non2xx`` / ``requests`` during the replacement, on both replicas (bar: < 0.1%);
+* ``new_bcrypt``: bcrypt calls in C (bar: 0 for keys already proven), and the bcrypt CPU that
+  cost (calls times the measured time of one check at ``--cost``), against what C would have spent
+  without receipts (N checks);
+* C's RSS with N keys cached, and C's CPU seconds during the replacement.
+
+``--baseline`` gives C a Redis prefix of its own (no receipts, no shared limits): the old
+behaviour, one bcrypt per key per process; use it with small N.
+
+    python bench/verifier_restart.py [--keys 10000] [--cost 12] [--workers 16] [--concurrency 64]
+
+Last line: keys=10000 all_served_s=… non2xx=… requests=… non2xx_pct=… new_bcrypt=0 …
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+import bcrypt
+import httpx
+
+from keyfarm import FarmKey, farm, hashes  # bench/keyfarm.py, beside this script
+from pmkeys.config import VaultSettings
+from pmkeys.kubeclient import api_client
+from pmkeys.vault.session import VaultSession
+from pmkeys.vault.store import KeyStore
+from pmkeys_dev import bootstrap
+from pmkeys_dev.environment import LocalEnvironment
+from pmkeys_dev.openbao import KV_MOUNT
+from pmkeys_dev.processes import ServerProcess, free_port
+from pmkeys_dev.redis import RedisServer
+from procstat import cpu_seconds, rss_mb, stop_servers_on_sigterm  # bench/procstat.py
+
+
+@dataclass
+class Replica:
+    name: str
+    proc: ServerProcess
+    url: str
+    ready: bool = True
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+@dataclass
+class Tally:
+    requests: int = 0
+    non2xx: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    def count(self, status: int) -> None:
+        self.requests += 1
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if not 200 <= status < 300:
+            self.non2xx += 1
+
+
+def start_verifier(env: LocalEnvironment, redis: RedisServer, name: str, *, prefix: str) -> Replica:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = env.start_component(
+        "verifier",
+        name=name,
+        ready_url=None,
+        PMKEYS_PORT=str(port),
+        PMKEYS_REDIS_URL=redis.url,
+        PMKEYS_REDIS_PREFIX=prefix,
+        PMKEYS_LOG_LEVEL="WARNING",
+        PMKEYS_FAILED_ATTEMPTS_PER_MINUTE="100000",
+    )
+    return Replica(name, proc, url, ready=False)
+
+
+async def wait_ready(replica: Replica, http: httpx.AsyncClient) -> None:
+    while True:
+        try:
+            if (await http.get(f"{replica.url}/readyz", timeout=2)).status_code == 200:
+                replica.ready = True
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.05)
+
+
+async def verify(http: httpx.AsyncClient, replica: Replica, key: FarmKey) -> int:
+    try:
+        response = await http.post(
+            f"{replica.url}/v1/verify", json={"key": key.plaintext, "scope": "send_email"}, timeout=30
+        )
+    except httpx.HTTPError:
+        return 599
+    return response.status_code
+
+
+async def sweep(http: httpx.AsyncClient, replica: Replica, keys: list[FarmKey], concurrency: int, tally: Tally) -> None:
+    """Every key through ``replica`` until each has had a 2xx (503 busy is retried after 1 s)."""
+    queue: asyncio.Queue[FarmKey] = asyncio.Queue()
+    for key in keys:
+        queue.put_nowait(key)
+
+    async def worker() -> None:
+        while not queue.empty():
+            key = queue.get_nowait()
+            while True:
+                status = await verify(http, replica, key)
+                tally.count(status)
+                if 200 <= status < 300:
+                    break
+                await asyncio.sleep(1)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def background(
+    http: httpx.AsyncClient,
+    replicas: list[Replica],
+    keys: list[FarmKey],
+    workers: int,
+    tally: Tally,
+    stop: asyncio.Event,
+) -> None:
+    """Traffic on every key in turn, to the ready replicas in turn, from ``workers`` clients that
+    each send their next request when the last is answered (as fast as the machine allows)."""
+    sent = 0
+
+    async def worker() -> None:
+        nonlocal sent
+        while not stop.is_set():
+            ready = [r for r in replicas if r.ready]
+            key, replica = keys[sent % len(keys)], ready[sent % len(ready)]
+            sent += 1
+            tally.count(await verify(http, replica, key))
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+
+
+def bcrypt_check_seconds(cost: int) -> float:
+    hashed = hashes(1, cost)[0].encode()
+    started = time.process_time()
+    bcrypt.checkpw(b"not the key", hashed)
+    return time.process_time() - started
+
+
+async def replace(
+    env: LocalEnvironment, redis: RedisServer, keys: list[FarmKey], args: argparse.Namespace
+) -> dict[str, float]:
+    limits = httpx.Limits(max_connections=args.concurrency + 64, max_keepalive_connections=args.concurrency + 64)
+    async with httpx.AsyncClient(limits=limits) as http, httpx.AsyncClient() as control:
+        a = start_verifier(env, redis, "verifier-a", prefix="bench")
+        b = start_verifier(env, redis, "verifier-b", prefix="bench")
+        await asyncio.gather(wait_ready(a, control), wait_ready(b, control))
+        warm = Tally()
+        started = time.perf_counter()
+        await sweep(http, a, keys, min(args.concurrency, 16), warm)
+        proved = time.perf_counter() - started
+        await sweep(http, b, keys, args.concurrency, warm)
+        a_bcrypt, b_bcrypt = (r.metric("pmkeys_verifier_bcrypt_checks_total") for r in (a, b))
+        print(
+            f"warm-up: A proved {len(keys)} keys in {proved:.1f}s ({a_bcrypt:.0f} bcrypt), "
+            f"B served them with {b_bcrypt:.0f} bcrypt",
+            flush=True,
+        )
+
+        replicas = [a, b]
+        steady, during = Tally(), Tally()
+        stop = asyncio.Event()
+        traffic = asyncio.ensure_future(background(http, replicas, keys, args.workers, steady, stop))
+        await asyncio.sleep(args.steady_seconds)
+        stop.set()
+        await traffic
+        rate = steady.requests / args.steady_seconds
+        print(f"steady traffic: {steady.requests} requests ({rate:.0f}/s), {steady.non2xx} non-2xx", flush=True)
+
+        stop = asyncio.Event()
+        traffic = asyncio.ensure_future(background(http, replicas, keys, args.workers, during, stop))
+        # A rolling update with maxUnavailable 0 (two replicas): the new pod first, the old one
+        # leaves the endpoints once the new one is ready, then gets SIGTERM.
+        killed = time.perf_counter()
+        print("replacing B", flush=True)
+        prefix = "baseline" if args.baseline else "bench"
+        c = start_verifier(env, redis, "verifier-c", prefix=prefix)
+        c_cpu_start = cpu_seconds(c.proc.pid or 0)
+        await wait_ready(c, control)
+        ready_s = time.perf_counter() - killed
+        replicas.append(c)
+        b.ready = False
+        stopping = asyncio.get_running_loop().run_in_executor(None, b.proc.stop)
+        print(f"C ready after {ready_s:.1f}s; B stopping; sending every key to C", flush=True)
+        await sweep(http, c, keys, args.concurrency, during)
+        all_served = time.perf_counter() - killed
+        stop.set()
+        await traffic
+        await stopping
+        new_bcrypt = c.metric("pmkeys_verifier_bcrypt_checks_total")
+        c_cpu = cpu_seconds(c.proc.pid or 0) - c_cpu_start
+        c_rss = rss_mb(c.proc.pid or 0)
+        for replica in (a, c):
+            replica.proc.stop()
+        return {
+            "ready_s": ready_s,
+            "all_served_s": all_served,
+            "requests": during.requests,
+            "non2xx": during.non2xx,
+            "statuses": json.dumps(during.statuses),  # type: ignore[dict-item]
+            "new_bcrypt": new_bcrypt,
+            "new_cpu_s": c_cpu,
+            "new_rss_mb": c_rss,
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument("--cost", type=int, default=12, help="bcrypt cost of the records at rest")
+    parser.add_argument("--workers", type=int, default=16, help="clients sending traffic on all keys")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--steady-seconds", type=float, default=10)
+    parser.add_argument("--baseline", action="store_true", help="the new replica gets no receipts")
+    args = parser.parse_args()
+    env = LocalEnvironment()
+    redis = RedisServer()
+    try:
+        env.start()
+        redis.start()
+        store = KeyStore(
+            VaultSession(
+                VaultSettings(
+                    addr=env.openbao.url, token=env.openbao.root_token, kv_mount=KV_MOUNT, prefix=bootstrap.VAULT_PREFIX
+                )
+            )
+        )
+        started = time.perf_counter()
+        keys = farm(api_client(str(env.kubeconfig)), store, args.keys, cost=args.cost)
+        print(f"{len(keys)} keys (bcrypt cost {args.cost} at rest) in {time.perf_counter() - started:.0f}s", flush=True)
+        result = asyncio.run(replace(env, redis, keys, args))
+        per_check = bcrypt_check_seconds(args.cost)
+        pct = 100 * result["non2xx"] / max(1, result["requests"])
+        print(
+            f"replacement: C ready {result['ready_s']:.1f}s after its start, every key served by C "
+            f"{result['all_served_s']:.1f}s after it (bar < 10 s); {result['non2xx']:.0f} of "
+            f"{result['requests']:.0f} answers not 2xx ({pct:.3f}%, bar < 0.1%) {result['statuses']}",
+            flush=True,
+        )
+        print(
+            f"new replica: {result['new_bcrypt']:.0f} bcrypt calls (bar 0) = {result['new_bcrypt'] * per_check:.1f} "
+            f"CPU-s of bcrypt, against {args.keys * per_check:.0f} CPU-s without receipts "
+            f"({per_check * 1000:.0f} ms per check at cost {args.cost}); {result['new_cpu_s']:.1f} CPU-s in all; "
+            f"RSS {result['new_rss_mb']:.0f} MB with {args.keys} keys cached",
+            flush=True,
+        )
+        print(
+            f"keys={args.keys} cost={args.cost} baseline={int(args.baseline)} ready_s={result['ready_s']:.1f} "
+            f"all_served_s={result['all_served_s']:.1f} non2xx={result['non2xx']:.0f} "
+            f"requests={result['requests']:.0f} "
+            f"non2xx_pct={pct:.3f} new_bcrypt={result['new_bcrypt']:.0f} "
+            f"new_bcrypt_cpu_s={result['new_bcrypt'] * per_check:.1f} "
+            f"bcrypt_cpu_without_receipts_s={args.keys * per_check:.0f} new_cpu_s={result['new_cpu_s']:.1f} "
+            f"new_rss_mb={result['new_rss_mb']:.0f}"
+        )
+    finally:
+        redis.cleanup()
+        env.stop()
+        env.cleanup()
+
+
+if __name__ == "__main__":
+    stop_servers_on_sigterm()
+    main()
