@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -87,6 +88,7 @@ def verifier_with_all_cached(env: LocalEnvironment, api: client.ApiClient, count
     keys = [base64.b64decode(s.data[v.SECRET_DATA_KEY]).decode() for s in secrets if s.data]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    token = secrets.token_urlsafe(32)
     proc = env.start_component(
         "verifier",
         name="verifier",
@@ -94,11 +96,13 @@ def verifier_with_all_cached(env: LocalEnvironment, api: client.ApiClient, count
         PMKEYS_PORT=str(port),
         PMKEYS_LOG_LEVEL="WARNING",
         PMKEYS_CACHE_TTL="86400",  # every key stays cached while the others are sent
+        PMKEYS_CALLER_TOKENS=json.dumps({"bench": token}),
     )
 
     async def send_all() -> int:
         sem = asyncio.Semaphore(32)
-        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        headers = {"X-Pmkeys-Caller-Token": token}
+        async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as http:
 
             async def one(key: str) -> int:
                 async with sem:

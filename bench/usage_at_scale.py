@@ -29,7 +29,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import re
+import secrets
 import subprocess
 import threading
 import time
@@ -52,6 +54,8 @@ from pmkeys_dev.processes import ServerProcess, free_port
 from pmkeys_dev.redis import RedisServer
 from procstat import machine_busy_seconds, rss_mb, stop_servers_on_sigterm  # bench/procstat.py
 
+CALLER_TOKEN = secrets.token_urlsafe(32)
+CALLER = {"X-Pmkeys-Caller-Token": CALLER_TOKEN}
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
 LEDGER_NAMESPACE = "pmkeys-system"
 
@@ -133,6 +137,7 @@ def start_verifier(env: LocalEnvironment, redis: RedisServer, name: str) -> tupl
         PMKEYS_REDIS_URL=redis.url,
         PMKEYS_LOG_LEVEL="WARNING",
         PMKEYS_FAILED_ATTEMPTS_PER_MINUTE="100000",
+        PMKEYS_CALLER_TOKENS=json.dumps({"bench": CALLER_TOKEN}),
     )
     return proc, url
 
@@ -153,7 +158,7 @@ async def traffic(urls: list[str], keys: list[FarmKey], workers: int, seconds: f
             except httpx.HTTPError:
                 truth.other += 1
 
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30, headers=CALLER) as http:
         await asyncio.gather(*(worker(http) for _ in range(workers)))
 
 
@@ -199,7 +204,7 @@ async def run(env: LocalEnvironment, api: client.ApiClient, keys: list[FarmKey],
     print("warm-up: every key once, through the replicas in turn", flush=True)
     warm = Truth()
     sem = asyncio.Semaphore(args.workers)
-    async with httpx.AsyncClient(timeout=60) as http:
+    async with httpx.AsyncClient(timeout=60, headers=CALLER) as http:
 
         async def once(n: int, key: FarmKey) -> None:
             async with sem:

@@ -28,7 +28,7 @@ from pmkeys_dev.redis import RedisServer
 from tests import leakscan
 from tests.builders import key
 from tests.kube import Kube, wait_for
-from tests.verifier.conftest import Plaintext, VerifierProcess, Verifiers
+from tests.verifier.conftest import CALLER_HEADERS, Plaintext, VerifierProcess, Verifiers
 
 pytestmark = [pytest.mark.integration]
 KEYS = 24
@@ -114,7 +114,7 @@ async def send(replicas: list[VerifierProcess], plans: dict[Plaintext, int]) -> 
             response = await http[n % len(http)].post("/v1/verify", json={"key": plaintext, "scope": "send_email"})
             assert response.status_code == 200, response.text
 
-    clients = [httpx.AsyncClient(base_url=r.url, timeout=20) for r in replicas]
+    clients = [httpx.AsyncClient(base_url=r.url, timeout=20, headers=CALLER_HEADERS) for r in replicas]
     try:
         await asyncio.gather(*(one_key(k, c, clients) for k, c in plans.items()))
     finally:
@@ -197,3 +197,20 @@ def test_usage_counted_before_the_ledgers_is_kept(
     assert usage["errors"] == 7
     assert usage["lastUsedAt"] > "2026-01-01T00:00:00Z"
     assert ledger_totals(kube, ledger_namespace) == {"upgraded": (103, 7)}
+
+
+def test_a_deleted_key_leaves_the_ledgers(verifiers: Verifiers, kube: Kube, tenant: str, ledger_namespace: str) -> None:
+    """Deleting a TenantApiKey removes its usage from the ledgers (they do not grow with every
+    key that ever existed); other keys' counts are untouched."""
+    plaintexts = {}
+    for name in ("kept", "deleted"):
+        kube.create_key(key(name, tenant))
+        status = kube.wait_phase(tenant, name, "Active")
+        plaintexts[name] = Plaintext(kube.plaintext(tenant, status["secretName"]))
+    replica = verifiers.start(PMKEYS_USAGE_NAMESPACE=ledger_namespace, PMKEYS_USAGE_SHARDS="1")
+    asyncio.run(send([replica], {plaintexts["kept"]: 2, plaintexts["deleted"]: 3}))
+    wait_for(lambda: ledger_totals(kube, ledger_namespace) == {"kept": (2, 0), "deleted": (3, 0)}, what="both counted")
+    kube.delete_key(tenant, "deleted")
+    wait_for(lambda: kube.key_gone(tenant, "deleted"), what="deleted")
+    asyncio.run(send([replica], {plaintexts["kept"]: 1}))
+    wait_for(lambda: ledger_totals(kube, ledger_namespace) == {"kept": (3, 0)}, timeout=20, what="deleted key gone")

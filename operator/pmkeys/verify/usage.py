@@ -175,7 +175,8 @@ class UsageFlusher:
         async def one(uid: str, totals: Totals) -> None:
             async with self._limit:
                 try:
-                    await self.status.publish(uid, totals)
+                    if not await self.status.publish(uid, totals):
+                        self.ledgers.forget(uid)
                 except KUBE_DOWN as exc:
                     self.failures += 1
                     self.mirror.forget(uid)

@@ -36,6 +36,7 @@ T = TypeVar("T")
 DATA_KEY = "usage.json"
 SHARD_LABEL = "penguinmails.io/usage-shard"
 CONFLICT_RETRIES = 8
+GONE_MAX = 100_000
 
 
 @dataclass(slots=True)
@@ -102,6 +103,9 @@ class Ledgers:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ledger")
         #: The last version of each shard this process read or wrote.
         self.books: dict[int, Book] = {}
+        #: uids whose object is gone (uids are never reused): their deltas are dropped without
+        #: asking the API server again every interval.
+        self.gone: set[str] = set()
         self.writes = 0
 
     async def _call(self, fn: Callable[[], T]) -> T:
@@ -115,10 +119,15 @@ class Ledgers:
         for _ in range(CONFLICT_RETRIES):
             current = await self._read(shard)
             book = decode(current.data if current else None)
+            for uid in self.gone.intersection(book):
+                del book[uid]
             for uid, tally in tallies.items():
+                if uid in self.gone:
+                    continue
                 totals = book.get(uid) or await seed(uid, tally)
-                if totals is None:
-                    continue  # the object is gone, or another object has its name now
+                if totals is None:  # the object is gone, or another object has its name now
+                    self.forget(uid)
+                    continue
                 totals.add(tally)
                 book[uid] = totals
             try:
@@ -131,10 +140,11 @@ class Ledgers:
             return
         raise ApiException(status=409, reason=f"usage ledger {shard_name(shard)} kept conflicting")
 
-    async def read(self, shard: int) -> Book:
-        current = await self._read(shard)
-        book = self.books[shard] = decode(current.data if current else None)
-        return book
+    def forget(self, uid: str) -> None:
+        """The object of ``uid`` is gone: drop its entry at the shard's next write."""
+        if len(self.gone) >= GONE_MAX:
+            self.gone.clear()
+        self.gone.add(uid)
 
     async def _read(self, shard: int) -> client.V1ConfigMap | None:
         try:

@@ -354,6 +354,8 @@ class Verifier(Lifecycle, ErrorReports):
             self._cache.clear_negative()
         self._cache.invalidate(uid, facts, _monotonic_ns() // 1000)
         self.stats.invalidations += 1
+        if facts is None and self.flusher is not None:
+            self.flusher.ledgers.forget(uid)  # its usage leaves the ledgers with it
 
     # -- usage -----------------------------------------------------------------------------------
     @property
