@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests and the demo use: Redis (shared rate limits), nginx (a real
-# auth_request gateway), Lua (the Argo CD health check), Chromium (browser tests).
+# auth_request gateway), Lua (the Argo CD health check), Chromium (browser tests), PostgreSQL
+# (the audit store; the local environment runs its own server, so no system cluster is made).
 # Installs only what is missing; needs root (as on CI) or passwordless sudo.
 set -euo pipefail
 declare -A wanted=([redis-server]=redis-server [nginx]=nginx-light [lua5.4]=lua5.4 [chromium]=chromium)
@@ -8,9 +9,15 @@ missing=()
 for cmd in "${!wanted[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || missing+=("${wanted[$cmd]}")
 done
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 sudo=""
 [[ $(id -u) -eq 0 ]] || sudo="sudo"
 echo "installing Debian packages: ${missing[*]}" >&2
+if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+  # The tests start PostgreSQL themselves; do not create (and start) the Debian main cluster.
+  $sudo mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.d/pmkeys.conf >/dev/null
+fi
 $sudo apt-get update -q
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

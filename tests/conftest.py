@@ -50,10 +50,13 @@ def env() -> Iterator[LocalEnvironment]:
 
 
 def leak_scan(environment: LocalEnvironment) -> list[leakscan.Finding]:
-    """Scan what a still-running environment produced for every key seen during the run."""
+    """Scan what a still-running environment produced for every key seen during the run: the
+    cluster, the logs, Vault, the audit store (every record) and its server's log; the audit
+    stream is a file in the environment's directory, scanned with the logs."""
     api = api_client(str(environment.kubeconfig))
     vault_dump = VaultView(environment.openbao.client()).dump_everything()
-    return leakscan.scan_environment(api, environment.workdir, vault_dump, _ISSUED)
+    extra = leakscan.audit_texts(environment.postgres.dsn(), environment.postgres.workdir / "logs")
+    return leakscan.scan_environment(api, environment.workdir, vault_dump, _ISSUED, extra=extra)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -3,7 +3,9 @@
 At the end of a run it collects every text the run produced — component logs, every Event,
 every TenantApiKey's status and annotations, the annotations of every Secret (never their
 data), everything under the Vault prefix, the components' metrics and the test reports — and
-searches them for every key issued during the run, in plain and base64 form. Findings name the
+searches them for every key issued during the run, in plain and base64 form. The audit store's
+records and its server's log are scanned too, and the audit stream (a file the components append
+to in the environment's directory) with the other files. Findings name the
 source and the key's display prefix, never the key.
 """
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 from kubernetes import client
 
 from pmkeys.api import vocabulary as v
@@ -27,10 +30,17 @@ REPORT_TEXTS: list[str] = []
 METRICS_URLS: list[str] = []
 
 
-def scan_environment(api: client.ApiClient, workdir: Path, vault_dump: str, issued: set[str]) -> list[Finding]:
+def scan_environment(
+    api: client.ApiClient,
+    workdir: Path,
+    vault_dump: str,
+    issued: set[str],
+    *,
+    extra: list[tuple[str, str]] | None = None,
+) -> list[Finding]:
     """Everything one environment produced, against every key it issued."""
     keys = issued | managed_secret_keys(api)
-    sources = cluster_texts(api) + file_texts(workdir) + url_texts(METRICS_URLS)
+    sources = cluster_texts(api) + file_texts(workdir) + url_texts(METRICS_URLS) + (extra or [])
     sources.append(("Vault", vault_dump))
     sources += [("pytest report", text) for text in REPORT_TEXTS]
     return scan(sources, keys)
@@ -115,3 +125,13 @@ def url_texts(urls: Iterable[str]) -> list[tuple[str, str]]:
         except httpx.HTTPError:
             continue
     return out
+
+
+def audit_texts(dsn: str, log_dir: Path) -> list[tuple[str, str]]:
+    """Every audit record (body, columns and hashes) and the audit database server's log."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT seq, body, tenant, namespace, name, key_id, actor FROM pmkeys_audit.records")
+        out = [(f"audit record {row[0]}", json.dumps(row[1:])) for row in rows]
+        chain = conn.execute("SELECT * FROM pmkeys_audit.chain").fetchall()
+    out.append(("audit chain", repr(chain)))
+    return out + [(f"audit store {k}", text) for k, text in file_texts(log_dir)]

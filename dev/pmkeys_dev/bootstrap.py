@@ -22,6 +22,8 @@ from kubernetes import client, utils
 from kubernetes.client.exceptions import ApiException
 
 from pmkeys.api import admission, crd, finalizer_policy
+from pmkeys.api import vocabulary as v
+from pmkeys.audit import admission as audit_admission
 from pmkeys.vault.policies import POLICIES
 from pmkeys_dev.controlplane import ControlPlane
 from pmkeys_dev.openbao import KV_MOUNT, OpenBao
@@ -34,6 +36,37 @@ VAULT_PREFIX = "pmkeys"
 
 def service_account(component: str) -> str:
     return f"pmkeys-{component}"
+
+
+def audit_admission_policy(api: client.ApiClient, *, timeout: float = 60) -> None:
+    """The MutatingAdmissionPolicy that stamps the actor of each change (served by 1.36 as is),
+    and a wait until the API server applies it: a policy is loaded through an informer, and
+    it needs the CRD's schema, so the first requests after creating it are not yet stamped."""
+    for manifest in audit_admission.manifests():
+        try:
+            utils.create_from_dict(api, manifest)
+        except utils.FailToCreateError as exc:
+            if not all(isinstance(e, ApiException) and e.status == 409 for e in exc.api_exceptions):
+                raise
+    probe = {
+        "apiVersion": v.API_VERSION,
+        "kind": v.KIND,
+        "metadata": {"name": "admission-probe", "namespace": "default"},
+        "spec": {"tenant": "probe", "scopes": ["send_email"]},
+    }
+    custom = client.CustomObjectsApi(api)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            made = custom.create_namespaced_custom_object(v.GROUP, v.VERSION, "default", v.PLURAL, probe, dry_run="All")
+            if audit_admission.CHANGED_BY in (made["metadata"].get("annotations") or {}):
+                return
+        except ApiException as exc:
+            if exc.status not in (404, 503):
+                raise
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the API server did not apply {audit_admission.POLICY_NAME} within {timeout:.0f}s")
+        time.sleep(0.2)
 
 
 def apply_crd(api: client.ApiClient, *, without_plan: str = "Allow") -> None:

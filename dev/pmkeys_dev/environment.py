@@ -22,6 +22,7 @@ from pmkeys.kubeclient import api_client
 from pmkeys_dev import bootstrap
 from pmkeys_dev.controlplane import ControlPlane
 from pmkeys_dev.openbao import KV_MOUNT, OpenBao
+from pmkeys_dev.postgres import PostgresServer
 from pmkeys_dev.processes import ServerProcess, pid_alive, terminate_pid
 
 
@@ -31,6 +32,8 @@ class LocalEnvironment:
     bao_mode: str = "dev"
     controlplane: ControlPlane = field(init=False)
     openbao: OpenBao = field(init=False)
+    #: The audit store (PostgreSQL); its data outlives restarts of the server.
+    postgres: PostgresServer = field(default_factory=PostgresServer)
     token_files: dict[str, Path] = field(default_factory=dict)
     components: list[ServerProcess] = field(default_factory=list)
 
@@ -46,13 +49,19 @@ class LocalEnvironment:
     def logs(self) -> Path:
         return self.workdir / "logs"
 
+    @property
+    def audit_stream(self) -> Path:
+        return self.logs / "audit-stream.log"
+
     def start(self) -> None:
         """Start and bootstrap everything; if any step fails, what was started is stopped."""
         try:
             self.controlplane.start()
             self.openbao.start()
+            self.postgres.start()
             api = api_client(str(self.kubeconfig))
             bootstrap.apply_crd(api)
+            bootstrap.audit_admission_policy(api)
             bootstrap.service_accounts(api)
             bootstrap.configure_openbao(self.openbao, self.controlplane, api)
             self.token_files = bootstrap.write_token_files(api, self.workdir / "tokens")
@@ -65,9 +74,11 @@ class LocalEnvironment:
             proc.stop(grace=5)
         self.components.clear()
         self.openbao.stop()
+        self.postgres.stop()
         self.controlplane.stop()
 
     def cleanup(self) -> None:
+        self.postgres.cleanup()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- component processes -------------------------------------------------------------
@@ -84,6 +95,9 @@ class LocalEnvironment:
                 "PMKEYS_VAULT__TOKEN_PATH": str(self.token_files[component]),
                 "PMKEYS_VAULT__KV_MOUNT": KV_MOUNT,
                 "PMKEYS_VAULT__PREFIX": bootstrap.VAULT_PREFIX,
+                "PMKEYS_AUDIT__DSN": self.postgres.component_dsn(component) if self.postgres.bootstrapped else "",
+                # Every record also goes to one JSON-lines file, as a SIEM would take it.
+                "PMKEYS_AUDIT__STREAM": json.dumps([f"file:{self.audit_stream}"]),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -116,13 +130,16 @@ class LocalEnvironment:
 
     # -- state for `pmkeys dev up/down` -------------------------------------------------
     def save_state(self, path: Path) -> None:
-        pids = [p.pid for p in [*self.controlplane.processes, self.openbao.process, *self.components] if p and p.pid]
+        processes = [*self.controlplane.processes, self.openbao.process, self.postgres.process, *self.components]
+        pids = [p.pid for p in processes if p and p.pid]
         state = {
             "workdir": str(self.workdir),
             "kubeconfig": str(self.kubeconfig),
             "apiserver": self.controlplane.url,
             "openbao": self.openbao.describe(),
             "tokens": {k: str(val) for k, val in self.token_files.items()},
+            "audit_dsn": self.postgres.component_dsn("auditor"),
+            "audit_workdir": str(self.postgres.workdir),
             "pids": pids,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,5 +158,7 @@ def stop_from_state(path: Path) -> list[int]:
             terminate_pid(pid, grace=5)
             stopped.append(pid)
     shutil.rmtree(state.get("workdir", ""), ignore_errors=True)
+    if state.get("audit_workdir"):
+        shutil.rmtree(state["audit_workdir"], ignore_errors=True)
     path.unlink()
     return stopped

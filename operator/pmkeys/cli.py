@@ -7,6 +7,7 @@ pmkeys dev up|down|env     the local control plane + OpenBao, in the background
 pmkeys demo                dev up + every component + examples/, then a tour
 pmkeys crd                 print the CRD generated from the model
 pmkeys vault-policy NAME   print the Vault policy of a component
+pmkeys audit ...           verify, query and sweep the audit trail (see pmkeys.audit.cli)
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ def cmd_vault_policy(args: argparse.Namespace) -> None:
     sys.stdout.write(POLICIES[args.component](mount=args.mount, prefix=args.prefix))
 
 
+def cmd_audit(args: argparse.Namespace) -> None:
+    from pmkeys.audit import cli
+
+    cli.main(args)
+
+
 def _devenv_demo() -> types.ModuleType:
     """The local environment lives in the separate ``pmkeys-dev`` package (``dev/``), which the
     image does not ship; ``make venv`` installs it beside pmkeys."""
@@ -107,6 +114,11 @@ def parser() -> argparse.ArgumentParser:
     pol.add_argument("--mount", default="secret")
     pol.add_argument("--prefix", default="pmkeys")
     pol.set_defaults(fn=cmd_vault_policy)
+    from pmkeys.audit import cli as audit_cli
+
+    audit = sub.add_parser("audit", help="verify, query and sweep the audit trail")
+    audit_cli.add_arguments(audit)
+    audit.set_defaults(fn=cmd_audit)
     dev = sub.add_parser("dev", help="the local environment (control plane + OpenBao)")
     dev.add_argument("action", choices=["up", "down", "env"])
     dev.add_argument("--state", type=Path, default=None, help="state file (default .cache/dev/state.json)")

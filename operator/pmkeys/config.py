@@ -40,10 +40,22 @@ class VaultSettings(BaseModel):
     trust_env: bool = False
 
 
+class AuditSettings(BaseModel):
+    """Where audit records go (see docs/audit.md); an empty DSN turns the trail off."""
+
+    #: PostgreSQL connection string of this component's login (writer; the UI also reads).
+    dsn: SecretStr | None = None
+    #: Copies of each record, one JSON line: "stdout", "file:/path", "https://siem/..."
+    stream: list[str] = Field(default_factory=list)
+    #: The verifier writes failed verifications aggregated over this period.
+    failures_flush_seconds: float = Field(default=60.0, gt=0)
+
+
 class _Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PMKEYS_", env_nested_delimiter="__", extra="ignore")
 
     vault: VaultSettings = Field(default_factory=VaultSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     #: Kubeconfig file; empty means in-cluster config, then ~/.kube/config.
     kubeconfig: str = ""
     log_level: str = "INFO"

@@ -86,6 +86,8 @@ def test_defaults_render_three_components_with_least_privilege(helm_offline: Hel
         "ClusterRoleBinding",
         "ConfigMap",
         "Deployment",
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
         "NetworkPolicy",
         "Secret",
         "Service",

@@ -179,3 +179,17 @@ metadata:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end -}}
+
+{{/* Audit store settings of a component: dict "root" $ "key" "<key in audit.existingSecret>" */}}
+{{- define "pmkeys.auditEnv" -}}
+{{- $a := .root.Values.audit -}}
+{{- if $a.existingSecret }}
+- name: PMKEYS_AUDIT__DSN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $a.existingSecret | quote }}
+      key: {{ .key | quote }}
+{{- end }}
+- name: PMKEYS_AUDIT__STREAM
+  value: {{ toJson $a.stream | quote }}
+{{- end -}}

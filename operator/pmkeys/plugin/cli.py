@@ -8,6 +8,8 @@ from typing import TextIO
 
 from pmkeys import __version__
 from pmkeys.api.durations import parse_duration
+from pmkeys.plugin.audit import add_arguments as add_audit_arguments
+from pmkeys.plugin.audit import cmd_audit
 from pmkeys.plugin.cluster import Cluster, CommandError
 from pmkeys.plugin.commands import COMMANDS
 
@@ -64,6 +66,9 @@ def parser() -> argparse.ArgumentParser:
     command("reveal", "print the key once (marks its Secret as revealed)")
     usage = command("usage", "requests, errors and last use, from status", named=False)
     usage.add_argument("name", nargs="?", default=None, help="one TenantApiKey (default: all)")
+    add_audit_arguments(
+        command("audit", "the audit trail of the namespace or one key (--verify: the chain)", named=False)
+    )
     return p
 
 
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         cluster = Cluster(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
-        COMMANDS[args.command](cluster, args, out or sys.stdout)
+        {**COMMANDS, "audit": cmd_audit}[args.command](cluster, args, out or sys.stdout)
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -33,6 +33,8 @@ from kubernetes import client
 
 from pmkeys import metrics
 from pmkeys.api import vocabulary as v
+from pmkeys.audit import lifecycle
+from pmkeys.audit.store import AuditLog
 from pmkeys.config import OperatorSettings
 from pmkeys.keys.hashing import Hasher
 from pmkeys.kubeclient import api_client
@@ -62,6 +64,7 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: Objects whose reconcile the leadership fence refused: redone on becoming the writer.
     _deferred: dict[str, ObjectRef] = field(default_factory=dict)
+    audit_log: AuditLog | None = None
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self._scheduled)
@@ -75,10 +78,14 @@ class Runtime:
         hasher = Hasher(cost=settings.bcrypt_cost, workers=settings.bcrypt_workers or None)
         metrics.BCRYPT_PENDING.set_function(lambda: hasher.pending)
         metrics.BCRYPT_CALLS.set_function(lambda: hasher.calls)
-        reconciler = Reconciler(kube=kube, store=store, hasher=hasher, jitter_fraction=settings.rotation_jitter)
+        audit_log = lifecycle.audit_log(settings.audit, component="operator")
+        trail = lifecycle.LifecycleTrail(audit_log) if audit_log else None
+        reconciler = Reconciler(
+            kube=kube, store=store, hasher=hasher, jitter_fraction=settings.rotation_jitter, trail=trail
+        )
         leadership = _leadership(settings, kube, identity)
         metrics.ACTIVE_WRITER.set_function(lambda: int(leadership.may_write()))
-        return cls(settings, kube, store, hasher, reconciler, leadership)
+        return cls(settings, kube, store, hasher, reconciler, leadership, audit_log=audit_log)
 
     def asks_for_something_new(self, body: Any) -> bool:
         """Whether an event changes the spec or the rotate annotation since we last reconciled
@@ -137,6 +144,8 @@ class Runtime:
         self.kube.close()
         self.store.session.close()
         self.hasher.close()
+        if self.audit_log is not None:
+            self.audit_log.close()
 
 
 def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
@@ -165,6 +174,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     runtime.tasks.append(asyncio.create_task(runtime.scheduler.run()))
     runtime.tasks.append(asyncio.create_task(runtime.leadership.run()))
     runtime.tasks.append(asyncio.create_task(housekeeping(runtime, memo.operator_settings)))
+    if runtime.audit_log is not None:
+        sweep_every = memo.operator_settings.retention_sweep_seconds
+        runtime.tasks.append(asyncio.create_task(lifecycle.housekeeping(runtime.audit_log, sweep_every=sweep_every)))
     memo.runtime = runtime
 
 

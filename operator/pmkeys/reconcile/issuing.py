@@ -125,7 +125,8 @@ class Issuer:
             raise ObjectGone(obj.ref)
 
     async def _repairing(self, obj: KeyObject, message: str) -> None:
-        await self.reporter.event(obj, Reason.SECRET_REPAIRED, message, warning=True)
+        # The repair itself is audited once it is done (settling), with both key ids.
+        await self.reporter.event(obj, Reason.SECRET_REPAIRED, message, warning=True, audited=False)
 
     async def _restore_record(self, obj: KeyObject, key_id: str, entry: OwnerEntry, key: material.ApiKey) -> KeyRecord:
         hashed = await self.hasher.hash(key.value)

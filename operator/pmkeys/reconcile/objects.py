@@ -19,6 +19,8 @@ class KeyObject:
     status: TenantApiKeyStatus
     annotations: dict[str, str]
     body: dict[str, Any]
+    #: The version the reconcile read (the audit trail orders admitted edits by it).
+    resource_version: str = ""
 
     @classmethod
     def from_body(cls, body: Any) -> KeyObject:
@@ -41,6 +43,7 @@ class KeyObject:
             status=TenantApiKeyStatus.model_validate(dict(body.get("status") or {})),
             annotations=dict(meta.get("annotations") or {}),
             body=raw,
+            resource_version=str(meta.get("resourceVersion") or ""),
         )
 
     @property

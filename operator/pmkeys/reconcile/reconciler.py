@@ -37,6 +37,7 @@ from kubernetes.client.exceptions import ApiException
 
 from pmkeys import metrics
 from pmkeys.api.vocabulary import Phase, Reason
+from pmkeys.audit.lifecycle import LifecycleTrail
 from pmkeys.keys.hashing import Hasher
 from pmkeys.reconcile import policies, secrets
 from pmkeys.reconcile.interfaces import Kube, Store
@@ -84,13 +85,14 @@ class Reconciler:
         jitter_fraction: float = 0.05,
         clock: Callable[[], dt.datetime] = utcnow,
         memories: Memories | None = None,
+        trail: LifecycleTrail | None = None,
     ) -> None:
         self.kube = kube
         self.store = store
         self.clock = clock
         self.jitter_fraction = jitter_fraction
         self.memories = memories if memories is not None else Memories()
-        self.reporter = Reporter(kube=kube, clock=clock, jitter_fraction=jitter_fraction)
+        self.reporter = Reporter(kube=kube, clock=clock, jitter_fraction=jitter_fraction, trail=trail)
         self.issuer = Issuer(kube=kube, store=store, hasher=hasher, reporter=self.reporter, clock=clock)
         self.settler = Settler(kube=kube, store=store, reporter=self.reporter, clock=clock)
 
@@ -129,10 +131,11 @@ class Reconciler:
         memory = self.memories.recall(obj.uid)
         async with memory.lock:
             ledger = await Ledger.load(self.store, obj)
-            await self.settler.revoke_all(ledger, reason="TenantApiKey deleted")
+            revoked = await self.settler.revoke_all(ledger, reason="TenantApiKey deleted")
             secret = await self.kube.read_secret(obj.namespace, obj.secret_name)
             if secret is not None and secrets.owned_by(secret, obj.uid):
                 await self.kube.delete_secret(obj.namespace, obj.secret_name, uid=secret.metadata.uid)
+            await self.reporter.deleted(obj, revoked)
             memory.deleted = True
         self.forget(obj.uid)
 
@@ -225,7 +228,13 @@ class Reconciler:
     ) -> None:
         revoked = await self.settler.end(obj, ledger, secret, why)
         if revoked:
-            await self.reporter.event(obj, reason, f"key {', '.join(revoked)} {why}; Secret removed")
+            await self.reporter.event(
+                obj,
+                reason,
+                f"key {', '.join(revoked)} {why}; Secret removed",
+                key_id=revoked[-1],
+                details={"revoked": revoked},
+            )
         await self.reporter.ended(obj, memory, ledger, phase, reason)
 
 

@@ -13,11 +13,13 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from pmkeys import metrics
 from pmkeys.api.vocabulary import ConditionType, Phase, Reason
+from pmkeys.audit.lifecycle import LifecycleTrail, Subject
 from pmkeys.reconcile import crashpoints, policies, status
 from pmkeys.reconcile.interfaces import Kube
 from pmkeys.reconcile.ledger import Ledger
@@ -42,14 +44,41 @@ class Current:
 
 
 class Reporter:
-    def __init__(self, *, kube: Kube, clock: Callable[[], dt.datetime], jitter_fraction: float) -> None:
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        clock: Callable[[], dt.datetime],
+        jitter_fraction: float,
+        trail: LifecycleTrail | None = None,
+    ) -> None:
         self.kube = kube
         self.clock = clock
         self.jitter_fraction = jitter_fraction
+        self.trail = trail
 
-    async def event(self, obj: KeyObject, reason: str, message: str, *, warning: bool = False) -> None:
+    async def event(
+        self,
+        obj: KeyObject,
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        key_id: str = "",
+        details: dict[str, Any] | None = None,
+        requested: bool | None = None,
+        audited: bool = True,
+    ) -> None:
+        """An Event for ``kubectl describe`` and, for lifecycle reasons, an audit record
+        (:mod:`pmkeys.audit.lifecycle` decides which reasons and who the actor is)."""
         logger.info("%s: %s: %s", obj.ref, reason, message)
         await self.kube.post_event(obj.body, reason=str(reason), message=message, warning=warning)
+        if self.trail is not None and audited:
+            await self.trail.event(_subject(obj), reason, message, key_id=key_id, details=details, requested=requested)
+
+    async def deleted(self, obj: KeyObject, revoked: list[str]) -> None:
+        if self.trail is not None:
+            await self.trail.deleted(_subject(obj), revoked)
 
     # -- the outcomes of a reconcile -----------------------------------------------------
     async def active(self, obj: KeyObject, memory: ObjectMemory, ledger: Ledger, current: Current) -> None:
@@ -59,6 +88,15 @@ class Reporter:
                 obj,
                 Reason.KEY_ISSUED,
                 f"issued key {current.key_id} ({current.entry.display_prefix}) into Secret {obj.secret_name}",
+                key_id=current.key_id,
+                details={
+                    "display_prefix": current.entry.display_prefix,
+                    "secret": obj.secret_name,
+                    "scopes": list(current.record.scopes),
+                    "tier": str(current.record.tier),
+                    "rate_limit": current.record.rate_limit,
+                    "expires_at": iso(current.record.not_after),
+                },
             )
         grace_message = (
             f"previous key(s) {', '.join(k for k, _ in previous)} still accepted until their notAfter"
@@ -209,3 +247,7 @@ def _comparable(data: dict[str, object]) -> dict[str, object]:
     if isinstance(conditions, list):
         out["conditions"] = [{k: val for k, val in c.items() if k != "lastTransitionTime"} for c in conditions]
     return out
+
+
+def _subject(obj: KeyObject) -> Subject:
+    return Subject(obj.name, obj.namespace, obj.uid, obj.spec.tenant, obj.annotations, obj.resource_version)

@@ -69,10 +69,14 @@ class Settler:
             await self._revoke(ledger, key_id, reason="never reached its Secret")
         elif entry.state is EntryState.ACTIVE:
             await self._revoke(ledger, key_id, reason="no longer the key in the Secret")
-            await self.reporter.event(obj, Reason.KEY_REVOKED, f"revoked stray key {key_id}")
+            await self.reporter.event(
+                obj, Reason.KEY_REVOKED, f"revoked stray key {key_id}", key_id=key_id, requested=False
+            )
         elif policies.grace_ended(entry, now):
             await self._revoke(ledger, key_id, reason="grace period ended")
-            await self.reporter.event(obj, Reason.GRACE_EXPIRED, f"grace period of key {key_id} ended; it is revoked")
+            await self.reporter.event(
+                obj, Reason.GRACE_EXPIRED, f"grace period of key {key_id} ended; it is revoked", key_id=key_id
+            )
 
     async def _finish_supersede(self, obj: KeyObject, ledger: Ledger, current: Current, now: dt.datetime) -> None:
         old_id = current.entry.supersedes
@@ -88,11 +92,25 @@ class Settler:
             await self._revoke(ledger, old_id, reason=f"replaced by {current.key_id}")
             message = f"key {old_id} revoked and replaced by {new}"
         crashpoints.reach("after-supersede")
+        trigger = _rotation_trigger(current.entry, old)
+        details = {"previous_key_id": old_id, "trigger": trigger, "previous_works_until": iso(deadline)}
         if current.entry.intent is Intent.ROTATE:
-            await self.reporter.event(obj, Reason.KEY_ROTATED, message)
+            await self.reporter.event(
+                obj,
+                Reason.KEY_ROTATED,
+                message,
+                key_id=current.key_id,
+                details=details,
+                requested=trigger != "scheduled",
+            )
         else:
             await self.reporter.event(
-                obj, Reason.SECRET_REPAIRED, f"Secret was lost or altered: {message}", warning=True
+                obj,
+                Reason.SECRET_REPAIRED,
+                f"Secret was lost or altered: {message}",
+                warning=True,
+                key_id=current.key_id,
+                details={**details, "trigger": "repair"},
             )
 
     async def _retire(self, ledger: Ledger, key_id: str, deadline: dt.datetime) -> None:
@@ -132,8 +150,14 @@ class Settler:
         await self.store.update_record(ledger.entries[current.key_id].digest, updated, version=current.version)
         for _key_id, entry in ledger.in_state(EntryState.RETIRING):
             await self._sync_retiring(obj, entry)
-        changes = ", ".join(k for k, val in wanted.items() if getattr(record, k) != val)
-        await self.reporter.event(obj, Reason.KEY_UPDATED, f"key {current.key_id} updated in place: {changes}")
+        changed = {k: (getattr(record, k), val) for k, val in wanted.items() if getattr(record, k) != val}
+        await self.reporter.event(
+            obj,
+            Reason.KEY_UPDATED,
+            f"key {current.key_id} updated in place: {', '.join(changed)}",
+            key_id=current.key_id,
+            details={"changes": {k: {"from": _plain(a), "to": _plain(b)} for k, (a, b) in changed.items()}},
+        )
         return Current(current.key_id, current.entry, updated, current.version + 1)
 
     async def _sync_retiring(self, obj: KeyObject, entry: OwnerEntry) -> None:
@@ -181,3 +205,21 @@ def _not_opted_in(workload: str, obj: KeyObject) -> str:
         f"did not restart {workload}: it has not opted in; annotate it with "
         f"{v.RESTART_OPT_IN_ANNOTATION}={obj.name} to let this key's rotations restart it"
     )
+
+
+def _rotation_trigger(new: OwnerEntry, old: OwnerEntry) -> str:
+    """Why a rotation happened, from the trigger values each key satisfied."""
+    if new.counter > old.counter:
+        return "manual (spec.rotation.counter)"
+    if new.annotation and new.annotation != old.annotation:
+        return "manual (rotate annotation)"
+    return "scheduled"
+
+
+def _plain(value: object) -> object:
+    """A record field as JSON: times as RFC 3339, enums as their value."""
+    if isinstance(value, dt.datetime):
+        return iso(value)
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return value if value is None or isinstance(value, int | float) else str(value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from kubernetes import client
 
 from pmkeys.api.vocabulary import Phase
@@ -25,6 +25,7 @@ from pmkeys.ui.callers import (
     user_client,
 )
 from pmkeys.ui.context import UiContext
+from pmkeys.ui.errors import UiError
 from pmkeys.ui.schemas import (
     ErrorBody,
     EventList,
@@ -39,6 +40,7 @@ from pmkeys.ui.schemas import (
     Revoke,
     Vocabulary,
 )
+from pmkeys.ui.trail import client_address
 from pmkeys.ui.views import matches
 
 PREFIX = "/api/v1"
@@ -158,8 +160,24 @@ def revoke_key(namespace: Namespace, name: KeyName, body: Revoke, caller: Caller
     "/namespaces/{namespace}/keys/{name}/reveal", response_model=RevealedKey, responses={**NOT_FOUND, **CONFLICT}
 )
 def reveal_key(
-    namespace: Namespace, name: KeyName, response: Response, caller: CallerDep, api: ClientDep, ui: Ui
+    namespace: Namespace,
+    name: KeyName,
+    request: Request,
+    response: Response,
+    caller: CallerDep,
+    api: ClientDep,
+    ui: Ui,
 ) -> RevealedKey:
-    """The plaintext key, exactly once per issued key: later calls answer 409 `already_revealed`."""
+    """The plaintext key, exactly once per issued key: later calls answer 409 `already_revealed`.
+    Every reveal (and every refused one) is in the audit trail; with the audit store down, 503."""
     response.headers["Cache-Control"] = "no-store"
-    return tenant_keys(caller, api, ui, namespace).reveal(name)
+    keys = tenant_keys(caller, api, ui, namespace)
+    where = {"namespace": namespace, "tenant": keys.access.tenant, "name": name, "address": client_address(request)}
+    try:
+        revealed = keys.reveal(name)
+    except UiError as err:
+        if err.status == 409:
+            ui.audit.reveal_refused(caller.user, why=err.message, **where)
+        raise
+    ui.audit.reveal(caller.user, key_id=revealed.key_id, **where)
+    return revealed

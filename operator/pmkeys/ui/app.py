@@ -30,7 +30,7 @@ from pmkeys import __version__
 from pmkeys.config import UiSettings
 from pmkeys.kubeclient import api_client
 from pmkeys.redaction import uvicorn_level
-from pmkeys.ui import api, pages
+from pmkeys.ui import api, audit, audit_pages, pages
 from pmkeys.ui.callers import SignInRequired
 from pmkeys.ui.context import UiContext
 from pmkeys.ui.errors import FieldError, UiError, validation_error
@@ -158,7 +158,9 @@ def create_app(settings: UiSettings, *, kube: client.ApiClient | None = None) ->
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.include_router(api.public)
     app.include_router(api.router)
+    app.include_router(audit.router)
     app.include_router(pages.router)
+    app.include_router(audit_pages.router)
     _install_error_handlers(app)
     return app
 

@@ -13,6 +13,7 @@ from pmkeys.kubeclient import api_client_for_token
 from pmkeys.ui.identity import Authenticator, Authorizer
 from pmkeys.ui.redis_sessions import RedisBackend
 from pmkeys.ui.sessions import SessionBackend, SessionStore, cookie_name
+from pmkeys.ui.trail import UiAudit
 
 SIGNIN_COOKIE = "pmkeys_signin"
 SECURE_SIGNIN_COOKIE = "__Host-pmkeys_signin"
@@ -25,6 +26,7 @@ class UiContext:
     authenticator: Authenticator
     authorizer: Authorizer
     sessions: SessionStore
+    audit: UiAudit
 
     @classmethod
     def build(cls, settings: UiSettings, kube: client.ApiClient) -> UiContext:
@@ -38,6 +40,7 @@ class UiContext:
                 lifetime_seconds=settings.session_lifetime_seconds,
                 backend=_session_backend(settings),
             ),
+            audit=UiAudit.from_settings(settings),
         )
 
     @property
@@ -56,6 +59,8 @@ class UiContext:
 
     def close(self) -> None:
         self.authorizer.close()
+        if self.audit.log is not None:
+            self.audit.log.close()
 
 
 def _session_backend(settings: UiSettings) -> SessionBackend | None:

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from pmkeys.api import vocabulary as v
 from pmkeys.api.vocabulary import TIER_RATE_LIMITS, Phase, Scope
+from pmkeys.ui import audit
 from pmkeys.ui.callers import (
     KeyName,
     Namespace,
@@ -40,6 +41,7 @@ from pmkeys.ui.identity import Access, InvalidToken
 from pmkeys.ui.keys import TenantKeys
 from pmkeys.ui.schemas import GRACE_CHOICES, PATTERN_HINTS, ROTATION_CHOICES, EventView, KeyCreate
 from pmkeys.ui.sessions import CSRF_FIELD, Session, new_token, same_token
+from pmkeys.ui.trail import client_address
 from pmkeys.ui.views import matches
 
 logger = logging.getLogger(__name__)
@@ -197,8 +199,10 @@ def signin(
     try:
         user = ui.authenticator.authenticate(token)
     except InvalidToken:
+        ui.audit.sign_in_failed(client_address(request), "the cluster did not accept the token")
         return again("The cluster did not accept this token. Check that it is complete and not expired.", 401)
     session = ui.sessions.create(user, token)
+    ui.audit.signed_in(user, client_address(request))
     logger.info("%s signed in", user.username)
     response = RedirectResponse(_local_path(next), status_code=303)
     response.set_cookie(ui.cookie, session.id, **_cookie_options(ui))
@@ -346,6 +350,14 @@ def key_detail(
             if err.status != 403:
                 raise
             events = None  # RBAC allows the key but not its Events: show the rest of the page
+    trail, trail_error = ui.audit.views(audit.trail_query(namespace, name=name, limit=50))
     return render(
-        request, "detail.html", key=key, events=events, awaiting=issued == "new", **_common(ui, session, access)
+        request,
+        "detail.html",
+        key=key,
+        events=events,
+        trail=trail,
+        trail_error=trail_error,
+        awaiting=issued == "new",
+        **_common(ui, session, access),
     )

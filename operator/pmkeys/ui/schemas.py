@@ -205,6 +205,30 @@ class EventList(_Response):
     items: list[EventView]
 
 
+class AuditRecordView(_Response):
+    """One audit record (see docs/audit.md): who did what, when, from where, with what outcome."""
+
+    seq: int
+    at: dt.datetime
+    action: str
+    outcome: str
+    actor: str = Field(description="Kubernetes username (or the signed-in UI user); empty when unknown.")
+    groups: list[str] = Field(default_factory=list)
+    actor_source: str = Field(description="admission, ui, system or unknown: how the actor is known.")
+    source_address: str = ""
+    namespace: str = ""
+    name: str = Field(default="", description="The TenantApiKey's name.")
+    key_id: str = ""
+    reason: str = ""
+    details: dict[str, Any] = Field(default_factory=dict)
+    hash: str = Field(description="The record's link in the hash chain (hex), as pmkeys audit verify checks it.")
+
+
+class AuditList(_Response):
+    items: list[AuditRecordView]
+    next_before: int | None = Field(default=None, description="Pass as `before` for the next (older) page.")
+
+
 class RevealedKey(_Response):
     key_id: str
     api_key: str = Field(description="The plaintext key. Shown once: a second reveal answers 409.")

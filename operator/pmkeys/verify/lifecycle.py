@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from pmkeys.audit.failures import FailureRecorder
 from pmkeys.keys.hashing import Hasher
 from pmkeys.vault.errors import VaultError
 from pmkeys.vault.store import KeyStore
@@ -47,6 +48,7 @@ class Lifecycle:
         plan_watch: PlanWatch | None
         plans: PlanBook
         flusher: UsageFlusher | None
+        failures: FailureRecorder | None
         redis_health: RedisHealth | None
         _peppers: Peppers
         _kubernetes: Kubernetes | None
@@ -78,6 +80,9 @@ class Lifecycle:
             self.plan_watch.start()
         if self.flusher is not None:
             self._spawn(self.flusher.run())
+        if self.failures is not None:
+            # Failed verifications to the audit trail; cancelled by close, it writes what is left.
+            self._spawn(self.failures.run())
         self._spawn(self._housekeeping())
         self._spawn(self._probe_vault())
 

@@ -68,6 +68,7 @@ import time
 
 from kubernetes import client as kube_client
 
+from pmkeys.audit.failures import NO_TALLY, FailureRecorder
 from pmkeys.config import VerifierSettings
 from pmkeys.keys.digest import digest
 from pmkeys.keys.hashing import PRODUCTION_COST, Hasher, HashingBusy
@@ -127,8 +128,10 @@ class Verifier(Lifecycle, ErrorReports):
         local: WindowLimiter | None = None,
         redis: Redis | None = None,
         kubernetes: Kubernetes | None = None,
+        failures: FailureRecorder | None = None,
     ) -> None:
         self.store = store
+        self.failures, self._tally = failures, (failures or NO_TALLY)
         self.hasher = hasher or Hasher(cost=PRODUCTION_COST)
         self.stats = Stats()
         self._cache = KeyCache(ttl=cache_ttl, negative_ttl=negative_ttl, stale_for=stale_for)
@@ -176,6 +179,7 @@ class Verifier(Lifecycle, ErrorReports):
             local=local,
             redis=Redis.connect(settings, local=local) if settings.redis_url else None,
             kubernetes=Kubernetes.from_settings(settings, api=kube),
+            failures=FailureRecorder.from_settings(settings.audit),
         )
 
     # -- the hot path --------------------------------------------------------------------------
@@ -212,15 +216,15 @@ class Verifier(Lifecycle, ErrorReports):
         else:
             self.stats.cache_hits += 1
         if entry.denial is not None:
-            return self._failure(entry.denial, client, now)
+            return self._failure(entry.denial, client, now, entry=entry)
         if now >= entry.not_after:
-            return self._failure(Outcome.EXPIRED, client, now)
+            return self._failure(Outcome.EXPIRED, client, now, entry=entry)
         tally = self._usage.tally(entry.uid, entry.namespace, entry.name)
         tally.requests += 1
         tally.last_used = _wall()
         if scope is not None and scope not in entry.scopes:
             tally.errors += 1
-            return self._refused_for(entry, Outcome.SCOPE_MISSING, _scope_detail(scope, entry))
+            return self._refused_for(entry, Outcome.SCOPE_MISSING, _scope_detail(scope, entry), client)
         verdict = await self._limits.check(entry, now)
         if verdict is None:
             tally.errors += 1
@@ -331,19 +335,23 @@ class Verifier(Lifecycle, ErrorReports):
         return self._refusal(Outcome.VAULT_UNAVAILABLE, "the digest pepper could not be read yet", retry_after=1)
 
     # -- refusals ------------------------------------------------------------------------------
-    def _failure(self, outcome: Outcome, client: str | None, now: int, detail: str = "") -> Decision:
-        """A refusal that counts against the client's failed-attempt budget."""
+    def _failure(
+        self, outcome: Outcome, client: str | None, now: int, detail: str = "", entry: Entry | None = None
+    ) -> Decision:
+        """A refusal that counts against the client's failed-attempt budget and the audit tally."""
         self.stats.outcomes[outcome] += 1
         if client is not None:
             self._failures.hit(client, self._failure_limit, now)
+        self._tally.add(outcome, client, entry)
         return Decision(outcome, detail=detail)
 
     def _refusal(self, outcome: Outcome, detail: str = "", *, retry_after: int = 0) -> Decision:
         self.stats.outcomes[outcome] += 1
         return Decision(outcome, detail=detail, retry_after=retry_after)
 
-    def _refused_for(self, entry: Entry, outcome: Outcome, detail: str) -> Decision:
+    def _refused_for(self, entry: Entry, outcome: Outcome, detail: str, client: str | None = None) -> Decision:
         self.stats.outcomes[outcome] += 1
+        self._tally.add(outcome, client, entry)
         return Decision(outcome, entry.tenant, entry.key_id, entry.scope_list, entry.tier, detail=detail)
 
     # -- what the watch tells us ---------------------------------------------------------------
