@@ -35,11 +35,12 @@ def test_failed_verifications_are_recorded_per_key_per_minute(
     (scope,) = wait_record(auditor, tenant, "verify_failed")
     assert (scope["key_id"], scope["reason"], scope["outcome"]) == (status["keyId"], "scope_missing", "denied")
     assert scope["details"]["count"] == 3
-    assert scope["details"]["clients"] == {"198.51.100.7": 2, "203.0.113.9": 1}
+    # Clients are named as the verifier limits them: the calling gateway's name, then the address.
+    assert scope["details"]["clients"] == {"tests|198.51.100.7": 2, "tests|203.0.113.9": 1}
     assert (scope["tenant"], scope["object"]["name"], scope["component"]) == (tenant, "checkout", "verifier")
 
     found = store.AuditReader(auditor).query(store.Query(key_id="", actions=("verify_failed",)))
-    (anonymous,) = [r.data for r in found if r.seq not in before and "192.0.2.44" in r.data["details"]["clients"]]
+    (anonymous,) = [r.data for r in found if r.seq not in before and "tests|192.0.2.44" in r.data["details"]["clients"]]
     assert anonymous["details"]["count"] == 4 and anonymous["tenant"] == ""
     assert anonymous["reason"] == "unknown"
     # Neither the valid key nor the unknown one is in the records (findings name prefixes only).
