@@ -43,7 +43,7 @@ _INFO = b"pmkeys ui session v1"
 _NONCE = 12
 
 
-def _name(prefix: str, session_id: str) -> str:
+def record_name(prefix: str, session_id: str) -> str:
     return f"{prefix}:ui:session:{hashlib.sha256(session_id.encode()).hexdigest()}"
 
 
@@ -99,16 +99,16 @@ class RedisBackend:
         self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
     def load(self, session_id: str) -> Session | None:
-        name = _name(self.prefix, session_id)
+        name = record_name(self.prefix, session_id)
         sealed = self._call(self._redis.get, name)
         return None if sealed is None else unseal(session_id, name, sealed)
 
     def save(self, session: Session, *, ttl: float) -> None:
-        name = _name(self.prefix, session.id)
+        name = record_name(self.prefix, session.id)
         self._call(self._redis.set, name, seal(session, name), px=int(ttl * 1000))
 
     def delete(self, session_id: str) -> None:
-        self._call(self._redis.delete, _name(self.prefix, session_id))
+        self._call(self._redis.delete, record_name(self.prefix, session_id))
 
     def __len__(self) -> int:
         return sum(1 for _ in self._redis.scan_iter(match=f"{self.prefix}:ui:session:*", count=1000))
