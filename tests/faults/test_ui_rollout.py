@@ -3,7 +3,8 @@
 Three UI processes share one Redis, as a Deployment's replicas would: a user signs in on the
 first, is still signed in on the second (no sticky sessions), the first is replaced by a third
 (a rollout), where the user's CSRF-protected form post still works; signing out on one replica
-ends the session on all. Then Redis itself is read the way an attacker with access to it would:
+ends the session on all; with Redis down a page answers 503 naming the session store instead
+of signing the user out. Then Redis itself is read the way an attacker with access to it would:
 neither the user's Kubernetes token nor the session cookie appears in any key or value.
 """
 
@@ -164,11 +165,17 @@ def test_ui_rollout_keeps_the_user_signed_in(
         out = http.post("/signout", data={"csrf_token": token})
     if out.status_code != 303 or signed_in_as(third, session, username):
         violations.append("signing out on one replica did not end the session on another")
+    again = sign_in(third, user.token)
+    session_redis.kill()
+    with browser(second, again) as http:
+        down = http.get("/")
+    if down.status_code != 503 or "session store" not in down.text:
+        violations.append(f"with Redis down a page answered {down.status_code}, not 503 naming the session store")
     report.record(
         "UI rollout: replica replaced, sessions in Redis (3 replicas)",
         violations,
         "still signed in on every replica and after the rollout; sign-out ends it everywhere; "
-        "Redis holds no token, cookie or CSRF token",
+        "Redis holds no token, cookie or CSRF token; Redis down: 503, not a sign-out",
     )
     assert not violations, violations
 
