@@ -19,6 +19,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from pmkeys.api import vocabulary as v
+from pmkeys.api.plan import EffectivePlan
 from pmkeys.keys.digest import Pepper
 from pmkeys.reconcile import policies
 from pmkeys.vault.errors import CasConflict
@@ -58,6 +59,8 @@ class PostedEvent:
 class FakeKube:
     def __init__(self, tenants: dict[str, str | None] | None = None) -> None:
         self.tenants: dict[str, str | None] = dict(tenants or {})
+        #: namespace → its TenantPlan; a namespace not in here has none.
+        self.plans: dict[str, EffectivePlan] = {}
         self.secrets: dict[tuple[str, str], client.V1Secret] = {}
         self.statuses: dict[tuple[str, str], dict[str, Any]] = {}
         self.status_patches = 0
@@ -78,6 +81,10 @@ class FakeKube:
         if namespace not in self.tenants:
             raise ApiException(status=404, reason="Not Found")
         return self.tenants[namespace]
+
+    async def tenant_plan(self, namespace: str) -> EffectivePlan | None:
+        self.fail.check("tenant_plan")
+        return self.plans.get(namespace)
 
     async def read_secret(self, namespace: str, name: str) -> client.V1Secret | None:
         self.fail.check("read_secret")

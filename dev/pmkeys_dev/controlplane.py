@@ -185,6 +185,9 @@ class ControlPlane:
                 f"--cert-dir={self.workdir / 'kcm-certs'}",
                 "--use-service-account-credentials=false",
                 "--concurrent-gc-syncs=5",
+                # The CRDs appear after kcm starts: its quota monitor finds them within 30 s, but
+                # a quota that lacked their evaluator is recounted only at the next full resync.
+                "--resource-quota-sync-period=10s",
                 "--v=1",
             ],
             log_dir=self.logs,

@@ -150,7 +150,7 @@ def test_defaults_are_explicit_in_the_stored_object(kube: Kube, tenant: str) -> 
     assert kube.apply(key("defaults", tenant)).returncode == 0
     spec = kube.get_key(tenant, "defaults")["spec"]
     assert spec["environment"] == "live"
-    assert spec["tier"] == "starter"
+    assert "tier" not in spec, "a key without a tier follows its TenantPlan's tier"
     assert spec["revoked"] is False
     assert spec["rotation"] == {"interval": "0", "gracePeriod": "24h", "counter": 0, "restartTargets": []}
     assert spec["secret"] == {"labels": {}, "annotations": {}}

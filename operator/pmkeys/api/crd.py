@@ -159,7 +159,6 @@ def crd() -> dict[str, Any]:
 def plan_printer_columns() -> list[dict[str, Any]]:
     return [
         {"name": "Tier", "type": "string", "jsonPath": ".spec.tier"},
-        {"name": "Keys", "type": "integer", "jsonPath": ".status.keys"},
         {"name": "Max-Keys", "type": "integer", "jsonPath": ".status.maxKeys"},
         {"name": "Key-Limit", "type": "integer", "jsonPath": ".status.keyRateLimit"},
         {"name": "Tenant-Limit", "type": "integer", "jsonPath": ".status.tenantRateLimit"},

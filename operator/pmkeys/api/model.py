@@ -161,9 +161,12 @@ class TenantApiKeySpec(_Model):
         description="What the key may do: send_email, read_analytics, manage_contacts.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    tier: Tier = Field(
-        default=Tier.STARTER,
-        description=f"Rate-limit tier, in requests per minute: {_TIER_CEILING_TEXT}.",
+    tier: Tier | None = Field(
+        default=None,
+        description=(
+            f"Rate-limit tier, in requests per minute: {_TIER_CEILING_TEXT}. Unset: the tier of the "
+            "namespace's TenantPlan (starter without one); never above the plan's tier."
+        ),
     )
     rate_limit: int | None = Field(
         default=None,
@@ -195,13 +198,14 @@ class TenantApiKeySpec(_Model):
 
     @property
     def effective_rate_limit(self) -> int:
-        ceiling = TIER_RATE_LIMITS[self.tier]
+        """The limit without a plan (the operator applies the plan's ceiling on top)."""
+        ceiling = TIER_RATE_LIMITS[self.tier or Tier.STARTER]
         return min(self.rate_limit, ceiling) if self.rate_limit else ceiling
 
 
 SPEC_VALIDATIONS = [
     _cel(
-        f"!has(self.rateLimit) || self.rateLimit <= {_TIER_CEILING_MAP}[self.tier]",
+        f"!has(self.rateLimit) || !has(self.tier) || self.rateLimit <= {_TIER_CEILING_MAP}[self.tier]",
         f"rateLimit must not exceed the tier's ceiling ({_TIER_CEILING_TEXT} requests/minute)",
         fieldPath=".rateLimit",
         reason="FieldValueInvalid",
@@ -250,6 +254,12 @@ class TenantApiKeyStatus(_Model):
     previous_keys: list[PreviousKey] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
     effective_rate_limit: int | None = None
+    #: The tier in force (the key's own, else its plan's).
+    tier: Tier | None = None
+    #: The TenantPlan applied (``<namespace>/plan``); empty when the namespace has none.
+    plan: str | None = None
+    #: Requests per minute all the tenant's keys share (the plan's); unset without a plan.
+    tenant_rate_limit: int | None = None
     rotation: RotationStatus = Field(default_factory=RotationStatus)
     #: Key ids whose records are revoked; kept short (the Vault records are the full trail).
     revoked_key_ids: list[str] = Field(default_factory=list)

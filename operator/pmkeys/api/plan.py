@@ -18,16 +18,19 @@ same resolution in CEL, from the same table.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
-from pmkeys.api.durations import DURATION_PATTERN, parse_duration
-from pmkeys.api.model import _Model
+from pmkeys.api import vocabulary as v
+from pmkeys.api.durations import DURATION_PATTERN, format_duration, parse_duration
+from pmkeys.api.model import TenantApiKeySpec, _Model
 from pmkeys.api.vocabulary import TIER_PLANS, Environment, Scope, Tier
 
+logger = logging.getLogger(__name__)
 MAX_PLAN_RATE = 1_000_000
 MAX_PLAN_KEYS = 10_000
 
@@ -83,7 +86,6 @@ class TenantPlanStatus(_Model):
 
     observed_generation: int | None = None
     tier: Tier | None = None
-    keys: int | None = Field(default=None, description="TenantApiKey objects in the namespace.")
     max_keys: int | None = None
     key_rate_limit: int | None = None
     tenant_rate_limit: int | None = None
@@ -111,6 +113,45 @@ class EffectivePlan:
         ceiling = TIER_PLANS[tier or self.tier].key_rate_limit
         wanted = min(rate_limit, ceiling) if rate_limit else ceiling
         return min(wanted, self.key_rate_limit)
+
+    def allowed_tiers(self) -> list[Tier]:
+        """The tiers a key may name: the plan's and the cheaper ones."""
+        order = list(Tier)
+        return order[: order.index(self.tier) + 1]
+
+    def refusals(self, spec: TenantApiKeySpec) -> list[str]:
+        """What in ``spec`` asks for more than this plan allows, each naming the field, the plan
+        and the allowed values (the admission policy's checks, for what reached the operator
+        without them: keys older than the plan, or a namespace the policy does not bind)."""
+        plan = f"the {self.tier.value} plan ({self.source or 'default plan'})"
+        found = []
+        if spec.tier is not None and spec.tier not in self.allowed_tiers():
+            allowed = ", ".join(t.value for t in self.allowed_tiers())
+            found.append(f"spec.tier: {spec.tier.value} is above {plan}; allowed: {allowed}")
+        if spec.rate_limit is not None and spec.rate_limit > self.key_rate_limit:
+            found.append(
+                f"spec.rateLimit: {spec.rate_limit} exceeds the per-key ceiling of {plan}; "
+                f"allowed: 1 to {self.key_rate_limit} requests per minute"
+            )
+        extra = [s.value for s in spec.scopes if s not in self.scopes]
+        if extra:
+            allowed = ", ".join(s.value for s in Scope if s in self.scopes)
+            found.append(f"spec.scopes: {', '.join(extra)} not in {plan}; allowed: {allowed}")
+        if spec.environment not in self.environments:
+            allowed = ", ".join(e.value for e in Environment if e in self.environments)
+            found.append(f"spec.environment: {spec.environment.value} not in {plan}; allowed: {allowed}")
+        interval = parse_duration(spec.rotation.interval)
+        if interval and interval < self.min_rotation_interval:
+            found.append(
+                f"spec.rotation.interval: {spec.rotation.interval} is shorter than {plan} allows; "
+                f"allowed: 0 (no scheduled rotation) or at least {format_duration(self.min_rotation_interval)}"
+            )
+        if parse_duration(spec.rotation.grace_period) > self.max_grace_period:
+            found.append(
+                f"spec.rotation.gracePeriod: {spec.rotation.grace_period} is longer than {plan} allows; "
+                f"allowed: 0 to {format_duration(self.max_grace_period)}"
+            )
+        return found
 
     def as_status(self) -> dict[str, Any]:
         return {
@@ -140,3 +181,16 @@ def effective(spec: TenantPlanSpec, *, source: str = "") -> EffectivePlan:
 def default_plan(tier: Tier = Tier.STARTER) -> EffectivePlan:
     """The plan of a namespace that has none (the platform's default tier)."""
     return effective(TenantPlanSpec(tier=tier))
+
+
+def plan_from_body(body: dict[str, Any]) -> EffectivePlan | None:
+    """The effective plan of a TenantPlan object; None if it is not ours (wrong name) or invalid."""
+    meta = body.get("metadata") or {}
+    if meta.get("name") != v.PLAN_NAME:
+        return None
+    try:
+        spec = TenantPlanSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        logger.warning("TenantPlan %s/plan is invalid, ignored: %s", meta.get("namespace"), exc.errors()[:1])
+        return None
+    return effective(spec, source=f"{meta.get('namespace')}/{v.PLAN_NAME}")

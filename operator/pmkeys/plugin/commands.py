@@ -43,7 +43,7 @@ def _list_row(obj: dict[str, Any]) -> list[object]:
     return [
         key.name,
         spec_of(obj).get("tenant"),
-        spec_of(obj).get("tier"),
+        (obj.get("status") or {}).get("tier") or spec_of(obj).get("tier"),
         key.phase,
         key.key_id or "-",
         key.display_prefix or "-",

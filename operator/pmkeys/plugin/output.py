@@ -87,7 +87,7 @@ def _describe_fields(obj: dict[str, Any]) -> list[tuple[str, object]]:
         ("Display name", _or(spec.get("displayName"), "-")),
         ("Environment", spec.get("environment")),
         ("Scopes", ", ".join(spec.get("scopes") or [])),
-        ("Tier", f"{spec.get('tier')} ({status.get('effectiveRateLimit', '?')} requests/minute)"),
+        ("Tier", f"{status.get('tier') or spec.get('tier')} ({status.get('effectiveRateLimit', '?')} requests/minute)"),
         ("Phase", key.phase),
         ("Message", _or(status.get("message"), "-")),
         ("Key", key_label(key, none="<none>")),

@@ -33,12 +33,13 @@ from kubernetes import client
 
 from pmkeys import metrics
 from pmkeys.api import vocabulary as v
+from pmkeys.api.plan import EffectivePlan, plan_from_body
 from pmkeys.audit import lifecycle
 from pmkeys.audit.store import AuditLog
 from pmkeys.config import OperatorSettings
 from pmkeys.keys.hashing import Hasher
 from pmkeys.kubeclient import api_client
-from pmkeys.reconcile import crashpoints, retention
+from pmkeys.reconcile import crashpoints, plans, retention
 from pmkeys.reconcile.kube import KubeApi
 from pmkeys.reconcile.leadership import Leadership, NotLeader, own_identity
 from pmkeys.reconcile.reconciler import Reconciler
@@ -157,6 +158,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     kopf.on.cleanup(registry=registry)(cleanup)
     kopf.on.event(*RESOURCE, registry=registry)(key_changed)
     kopf.on.event("v1", "namespaces", registry=registry)(namespace_changed)
+    kopf.on.event(v.GROUP, v.VERSION, v.PLAN_PLURAL, registry=registry)(plan_changed)
     kopf.on.delete(*RESOURCE, registry=registry)(finalize)
     kopf.on.event("v1", "secrets", labels={v.MANAGED_BY_LABEL: v.MANAGED_BY_VALUE}, registry=registry)(secret_changed)
     return registry
@@ -230,6 +232,38 @@ async def namespace_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
         # belong to another tenant (their keys are then withdrawn).
         for namespace, name, uid in runtime.reconciler.memories.in_namespace(meta["name"]):
             runtime.poke(ObjectRef(namespace, name, uid))
+
+
+async def plan_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A TenantPlan changed: keep its ResourceQuota and status, and reconcile the namespace's keys
+    again when the plan in force is a different one (see :mod:`pmkeys.reconcile.plans`)."""
+    runtime: Runtime = memo.runtime
+    body = event["object"]
+    meta = body["metadata"]
+    if meta.get("name") != v.PLAN_NAME:
+        return
+    namespace = meta["namespace"]
+    plan = None if event["type"] == "DELETED" else plan_from_body(body)
+    known = namespace in runtime.kube.plans
+    changed = runtime.kube.plans.get(namespace) != plan
+    runtime.kube.plans[namespace] = plan
+    if plan is not None:
+        await _enforce_plan(runtime, namespace, plan, body)
+    if known and changed:
+        for item in await runtime.kube.keys_in(namespace):
+            key_meta = item["metadata"]
+            runtime.poke(ObjectRef(namespace, key_meta["name"], key_meta["uid"]))
+
+
+async def _enforce_plan(runtime: Runtime, namespace: str, plan: EffectivePlan, body: dict[str, Any]) -> None:
+    wanted = plans.plan_status(plan, int(body["metadata"].get("generation") or 0))
+    if plans.status_is_current(body, wanted):
+        return
+    try:
+        await runtime.kube.apply_quota(namespace, plans.quota(namespace, plan))
+        await runtime.kube.patch_plan_status(namespace, wanted)
+    except Exception as exc:  # reported, retried on the next plan event or operator start
+        logger.warning("TenantPlan %s/plan: could not write its quota or status: %s", namespace, exc)
 
 
 async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

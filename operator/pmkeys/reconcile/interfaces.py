@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from kubernetes import client
 
+from pmkeys.api.plan import EffectivePlan
 from pmkeys.keys.digest import Pepper
 from pmkeys.vault.records import KeyRecord, OwnerIndex
 
@@ -21,6 +22,8 @@ class Kube(Protocol):
     async def get_key_object(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     async def namespace_tenant(self, namespace: str) -> str | None: ...
+
+    async def tenant_plan(self, namespace: str) -> EffectivePlan | None: ...
 
     async def read_secret(self, namespace: str, name: str) -> client.V1Secret | None: ...
 

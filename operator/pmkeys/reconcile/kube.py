@@ -1,8 +1,8 @@
 """The operator's narrow interface to the Kubernetes API.
 
-Secrets, namespaces, status, Events and workload restarts: every call the reconciler makes,
-each one async (the official client is synchronous, so calls run on a thread pool) and each
-one small enough to read at a glance.
+Secrets, namespaces, plans (and their ResourceQuotas), status, Events and workload restarts:
+every call the reconciler makes, each one async (the official client is synchronous, so calls
+run on a thread pool) and each one small enough to read at a glance.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from pmkeys.api import vocabulary as v
+from pmkeys.api.plan import EffectivePlan, plan_from_body
 from pmkeys.reconcile import policies
 from pmkeys.tenantapikey import TenantApiKeys
 
@@ -43,6 +44,9 @@ class KubeApi:
         self.tenants: dict[str, str | None] = {}
         #: Asked before every write (pmkeys.reconcile.leadership: one writer at a time).
         self.fence: Callable[[str], None] = _unfenced
+        #: namespace → its TenantPlan (None: none), kept current by a plan watch; read-through.
+        self.plans: dict[str, EffectivePlan | None] = {}
+        self._custom = client.CustomObjectsApi(api)
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
@@ -88,6 +92,50 @@ class KubeApi:
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         await self._write(lambda: self.keys.patch_status(namespace, name, status, _preload_content=False))
+
+    # -- plans ---------------------------------------------------------------------------
+    async def tenant_plan(self, namespace: str) -> EffectivePlan | None:
+        if namespace in self.plans:
+            return self.plans[namespace]
+        try:
+            body = await self._call(
+                lambda: self._custom.get_namespaced_custom_object(
+                    v.GROUP, v.VERSION, namespace, v.PLAN_PLURAL, v.PLAN_NAME
+                )
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            body = None
+        plan = plan_from_body(body) if body else None
+        self.plans[namespace] = plan
+        return plan
+
+    async def keys_in(self, namespace: str) -> list[dict[str, Any]]:
+        return list(await self._call(partial(self.keys.list, namespace)))
+
+    async def apply_quota(self, namespace: str, quota: dict[str, Any]) -> None:
+        """Create or replace the plan's ResourceQuota (server-side apply, our field manager)."""
+        name = quota["metadata"]["name"]
+        self.fence("quota write")
+        await self._call(
+            lambda: self.core.patch_namespaced_resource_quota(
+                name,
+                namespace,
+                quota,
+                field_manager=self.component,
+                force=True,
+                _content_type="application/apply-patch+yaml",
+            )
+        )
+
+    async def patch_plan_status(self, namespace: str, status: dict[str, Any]) -> None:
+        self.fence("plan status write")
+        await self._call(
+            lambda: self._custom.patch_namespaced_custom_object_status(
+                v.GROUP, v.VERSION, namespace, v.PLAN_PLURAL, v.PLAN_NAME, {"status": status}
+            )
+        )
 
     # -- namespaces ----------------------------------------------------------------------
     async def namespace_tenant(self, namespace: str) -> str | None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from pmkeys.api import vocabulary as v
 from pmkeys.api.model import TenantApiKeySpec, TenantApiKeyStatus
+from pmkeys.api.plan import EffectivePlan
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,8 @@ class KeyObject:
     body: dict[str, Any]
     #: The version the reconcile read (the audit trail orders admitted edits by it).
     resource_version: str = ""
+    #: The namespace's TenantPlan (None: the namespace has none).
+    plan: EffectivePlan | None = None
 
     @classmethod
     def from_body(cls, body: Any) -> KeyObject:
@@ -45,6 +49,21 @@ class KeyObject:
             body=raw,
             resource_version=str(meta.get("resourceVersion") or ""),
         )
+
+    def with_plan(self, plan: EffectivePlan | None) -> KeyObject:
+        return dataclasses.replace(self, plan=plan)
+
+    @property
+    def tier(self) -> v.Tier:
+        """The key's tier: its own, else its plan's, else starter."""
+        return self.spec.tier or (self.plan.tier if self.plan else v.Tier.STARTER)
+
+    @property
+    def rate_limit(self) -> int:
+        """Requests per minute: the key's own ask within its tier, never above the plan's ceiling."""
+        if self.plan is None:
+            return self.spec.effective_rate_limit
+        return self.plan.key_limit(self.spec.tier, self.spec.rate_limit)
 
     @property
     def secret_name(self) -> str:

@@ -45,7 +45,7 @@ from pmkeys.reconcile.issuing import Issuer, ObjectGone
 from pmkeys.reconcile.ledger import Ledger
 from pmkeys.reconcile.memory import Memories, ObjectMemory
 from pmkeys.reconcile.objects import KeyObject
-from pmkeys.reconcile.refusals import Refused, foreign_secret, tenancy
+from pmkeys.reconcile.refusals import Refused, foreign_secret, over_plan, tenancy
 from pmkeys.reconcile.reporting import Current, Reporter
 from pmkeys.reconcile.settling import LIVE_STATES, Settler
 from pmkeys.vault.errors import VaultError
@@ -151,7 +151,10 @@ class Reconciler:
         if refusal is not None:
             await self._withdraw(obj, refusal)
             raise refusal
+        obj = obj.with_plan(await self.kube.tenant_plan(obj.namespace))
         ledger = await Ledger.load(self.store, obj)
+        if not ledger.entries and (refusal := over_plan(obj)) is not None:
+            raise refusal
         secret = await self._read_secret(obj, ledger)
         now = self.clock()
         if obj.spec.revoked:

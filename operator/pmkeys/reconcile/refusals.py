@@ -1,9 +1,10 @@
 """Why an object cannot be served as it is: not a transient failure, and nothing is written.
 
 A refusal is reported in status and an Event and rechecked later; nothing new is issued. Tenancy
-(a key is issued only for its namespace's own tenant) and a Secret name that someone else holds
-are the two reasons. Keys issued before a namespace changed hands are withdrawn (revoked, the
-Secret removed) by the reconciler: they must not keep working for the previous tenant.
+(a key is issued only for its namespace's own tenant), a Secret name that someone else holds,
+and a new key that asks for more than its TenantPlan allows are the reasons. Keys issued before
+a namespace changed hands are withdrawn (revoked, the Secret removed) by the reconciler: they
+must not keep working for the previous tenant.
 """
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ def tenancy(obj: KeyObject, namespace_tenant: str | None) -> Refused | None:
             f"tenant {namespace_tenant!r}; keys are only issued for the namespace's own tenant",
         )
     return None
+
+
+def over_plan(obj: KeyObject) -> Refused | None:
+    """``PlanExceeded`` for a key never issued that asks for more than its plan (admission
+    refuses these; this catches keys that reached the operator without it, e.g. created before
+    the namespace got its plan). Issued keys are not refused after a downgrade: their limits
+    follow the plan, and admission refuses raising anything."""
+    if obj.plan is None:
+        return None
+    found = obj.plan.refusals(obj.spec)
+    if not found:
+        return None
+    return Refused(Reason.PLAN_EXCEEDED, "; ".join(found))
 
 
 def foreign_secret(obj: KeyObject) -> Refused:

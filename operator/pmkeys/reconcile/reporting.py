@@ -189,7 +189,10 @@ class Reporter:
                 for k, e in ledger.in_state(EntryState.RETIRING)
             ],
             "revokedKeyIds": [k for k, _ in ledger.in_state(EntryState.REVOKED)],
-            "effectiveRateLimit": obj.spec.effective_rate_limit,
+            "effectiveRateLimit": obj.rate_limit,
+            "tier": obj.tier.value,
+            "plan": obj.plan.source if obj.plan else "",
+            "tenantRateLimit": obj.plan.tenant_rate_limit if obj.plan else None,
             "expiresAt": iso(obj.spec.expires_at),
             "keyId": current.key_id if current else None,
             "displayPrefix": current.entry.display_prefix if current else None,

@@ -139,8 +139,8 @@ class Settler:
         """Spec changes that keep the key (scopes, tier, rate limit, expiry) go to the records."""
         wanted = {
             "scopes": list(obj.spec.scopes),
-            "tier": obj.spec.tier,
-            "rate_limit": obj.spec.effective_rate_limit,
+            "tier": obj.tier,
+            "rate_limit": obj.rate_limit,
             "not_after": obj.spec.expires_at,
         }
         record = current.record
@@ -168,8 +168,8 @@ class Settler:
         updated = record.model_copy(
             update={
                 "scopes": list(obj.spec.scopes),
-                "tier": obj.spec.tier,
-                "rate_limit": obj.spec.effective_rate_limit,
+                "tier": obj.tier,
+                "rate_limit": obj.rate_limit,
                 "not_after": policies.retiring_not_after(record.not_after, obj.spec.expires_at),
             }
         )

@@ -127,7 +127,7 @@ def _spec_fields(raw: dict[str, Any], status: TenantApiKeyStatus) -> dict[str, A
         "display_name": spec.display_name,
         "environment": spec.environment,
         "scopes": list(spec.scopes),
-        "tier": spec.tier,
+        "tier": status.tier or spec.tier or Tier.STARTER,
         "rate_limit": status.effective_rate_limit or spec.effective_rate_limit,
         "expires_at": status.expires_at or spec.expires_at,
         "rotation": RotationView(

@@ -27,27 +27,13 @@ from typing import Any
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
-from pydantic import ValidationError
 
 from pmkeys.api import vocabulary as v
-from pmkeys.api.plan import EffectivePlan, TenantPlanSpec, effective
+from pmkeys.api.plan import EffectivePlan, plan_from_body
 
 logger = logging.getLogger(__name__)
 SERVER_TIMEOUT = 60
 BACKOFF_MAX = 10.0
-
-
-def plan_from_body(body: dict[str, Any]) -> EffectivePlan | None:
-    """The effective plan of a TenantPlan object; None if it is not ours (wrong name) or invalid."""
-    meta = body.get("metadata") or {}
-    if meta.get("name") != v.PLAN_NAME:
-        return None
-    try:
-        spec = TenantPlanSpec.model_validate(body.get("spec") or {})
-    except ValidationError as exc:
-        logger.warning("TenantPlan %s/plan is invalid, ignored: %s", meta.get("namespace"), exc.errors()[:1])
-        return None
-    return effective(spec, source=f"{meta.get('namespace')}/{v.PLAN_NAME}")
 
 
 class PlanBook:
