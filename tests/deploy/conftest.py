@@ -24,6 +24,17 @@ CHART = binaries.REPO_ROOT / "charts" / "pmkeys"
 ALL_FEATURES = HERE / "values-all-features.yaml"
 #: The Kubernetes version ``helm template`` and ``helm lint`` assume without a cluster.
 KUBE_VERSION = "1.36.3"
+#: The cluster-scoped admission policies exist once per cluster, and the local environment
+#: already installed them (as a platform's first release does): releases installed by the tests
+#: leave them to it, as a second release in a cluster must (docs/install.md).
+LEAVE_CLUSTER_POLICIES = (
+    "--set",
+    "operator.finalizerPolicy=false",
+    "--set",
+    "plans.admission=false",
+    "--set",
+    "audit.admissionPolicy=false",
+)
 
 
 def run(argv: list[str], *, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
