@@ -45,7 +45,21 @@ import bcrypt
 import httpx
 from kubernetes import client
 
-from pmkeys.api.vocabulary import API_VERSION, GROUP, KIND, PLURAL, VERSION, Environment, Scope, Tier
+import limiter
+from pmkeys.api.plan import MAX_PLAN_RATE, plan_from_body
+from pmkeys.api.vocabulary import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLAN_KIND,
+    PLAN_NAME,
+    PLAN_PLURAL,
+    PLURAL,
+    VERSION,
+    Environment,
+    Scope,
+    Tier,
+)  # fmt: skip
 from pmkeys.config import VaultSettings
 from pmkeys.keys import material
 from pmkeys.keys.digest import digest
@@ -65,6 +79,13 @@ CLIENT_CORE = 1
 CONNECTIONS = 64
 BENCH_KEYS = 16
 NEVER_BINDS = 10**9
+#: The bench namespace's plan: both limits are checked on every request, neither binds.
+BENCH_PLAN = {
+    "apiVersion": API_VERSION,
+    "kind": PLAN_KIND,
+    "metadata": {"name": PLAN_NAME, "namespace": "bench"},
+    "spec": {"tier": "enterprise", "keyRateLimit": MAX_PLAN_RATE, "tenantRateLimit": MAX_PLAN_RATE},
+}
 ROUTES = ["POST /v1/messages=send_email"]
 CALLER_HEADER = "X-Pmkeys-Caller-Token"
 CALLER_TOKEN = secrets.token_urlsafe(32)
@@ -83,6 +104,7 @@ def bench_object(env: LocalEnvironment) -> str:
         "spec": {"tenant": "bench", "scopes": ["send_email"], "tier": "enterprise"},
     }
     created = client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, "bench", PLURAL, manifest)
+    client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, "bench", PLAN_PLURAL, BENCH_PLAN)
     return str(created["metadata"]["uid"])
 
 
@@ -115,8 +137,10 @@ async def write_keys(store: KeyStore, count: int, *, rate_limit: int, owner: str
 
 # -- in-process ---------------------------------------------------------------------------------
 async def inprocess(store: KeyStore, keys: list[str], seconds: float) -> float:
-    """Cached verifications per second on one core (the event loop of this process)."""
+    """Cached verifications per second on one core (the event loop of this process), each held
+    to the key's limit and the tenant-wide limit of the bench plan (neither binds)."""
     verifier = Verifier(store)
+    verifier.plans.set("bench", plan_from_body(BENCH_PLAN))
     await verifier.start()
     try:
         for key in keys:
@@ -320,6 +344,8 @@ def main() -> int:
     if len(os.sched_getaffinity(0)) < 2:
         print("note: fewer than two cores available; the load generator shares the server's core")
 
+    limits = limiter.measure(2000)  # before the environment: nothing else on the machine of ours
+    limiter.report(limits)
     env = LocalEnvironment()
     env.start()
     try:

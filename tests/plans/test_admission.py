@@ -4,10 +4,12 @@ allowed, and the tenant cannot touch the plan or the policy that enforces it."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
 from pmkeys.api import admission
 from pmkeys.api import vocabulary as v
@@ -133,3 +135,27 @@ def test_a_plan_must_be_named_plan(kube: Kube, tenant: str) -> None:
     misnamed["metadata"]["name"] = "acme-plan"
     result = kube.apply(misnamed)
     assert result.returncode != 0 and "must be named 'plan'" in result.stderr, result.stderr
+
+
+def test_with_without_plan_deny_a_namespace_without_a_plan_holds_no_keys(kube: Kube, namespace_factory: Any) -> None:
+    """The chart's default binding (withoutPlan: Deny), scoped here to one labelled namespace."""
+    ns = namespace_factory("strict")
+    kube.core.patch_namespace(ns, {"metadata": {"labels": {"pmkeys-test/plans": ns}}})
+    binding = admission.binding(without_plan="Deny")
+    binding["metadata"]["name"] = f"deny-{ns}"
+    binding["spec"]["matchResources"] = {"namespaceSelector": {"matchLabels": {"pmkeys-test/plans": ns}}}
+    adm = client.AdmissionregistrationV1Api(kube.api)
+    adm.create_validating_admission_policy_binding(binding)
+    try:
+        deadline = time.monotonic() + 10
+        while (result := kube.apply(key("orphan", ns, tenant="strict"), dry_run=True)).returncode == 0:
+            assert time.monotonic() < deadline, "the Deny binding never took effect"
+            time.sleep(0.2)
+        assert admission.POLICY_NAME in result.stderr and "no params found" in result.stderr, result.stderr
+        assert kube.apply(plan(ns)).returncode == 0
+        deadline = time.monotonic() + 10
+        while (allowed := kube.apply(key("orphan", ns, tenant="strict"), dry_run=True)).returncode != 0:
+            assert time.monotonic() < deadline, allowed.stderr
+            time.sleep(0.2)
+    finally:
+        adm.delete_validating_admission_policy_binding(binding["metadata"]["name"])

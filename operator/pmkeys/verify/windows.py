@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import sys
 from array import array
-from dataclasses import dataclass
+from typing import NamedTuple
 
 WINDOW_US = 60_000_000
 WINDOW_SECONDS = WINDOW_US // 1_000_000
@@ -42,8 +42,7 @@ def _seconds_up(us: int) -> int:
     return -(-us // _US) if us > 0 else 0
 
 
-@dataclass(frozen=True, slots=True)
-class LimitState:
+class LimitState(NamedTuple):
     """One limit's state after a decision (times in microseconds from now)."""
 
     limit: int
@@ -64,8 +63,7 @@ class LimitState:
         return _seconds_up(self.free_us if self.remaining == 0 else self.next_us)
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """The answer for one request: both limits' states; ``tenant`` None without a tenant limit."""
 
     allowed: bool

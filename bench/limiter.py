@@ -1,0 +1,135 @@
+"""What the two-limit check costs: time per check and bytes per active key, in memory and in
+Redis, beside the GCRA it replaced (kept here, and in the failed-attempt gate, as the baseline).
+
+    .venv/bin/python bench/limiter.py [--keys 2000]
+
+``bench/verify.py`` runs this first and prints its figures with the verifier's. Each figure is
+measured in the same run as its baseline, so a loaded machine shifts both alike:
+
+* in-process: ``WindowLimiter.hit`` with a key and a tenant limit, over ``--keys`` keys in 100
+  tenants, against ``gcra.LocalLimiter.hit`` (one limit), ns per check;
+* Redis: one ``windows.lua`` call (both limits, one round trip) against a ``PING`` on the same
+  connection, µs per call;
+* bytes per active key: a key whose window is full (60 and 1000 admissions) — Python object
+  sizes in memory, ``MEMORY USAGE`` in Redis — against the GCRA's one integer (in memory: the
+  int and its dict slot; in Redis: the TAT string key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis as sync_redis
+
+from pmkeys.verify.gcra import LocalLimiter
+from pmkeys.verify.ratelimit import RedisHealth, SharedWindows, connect, window_keys
+from pmkeys.verify.windows import WINDOW_US, WindowLimiter
+from pmkeys_dev.redis import RedisServer
+
+NEVER_BINDS = 10**6
+
+
+def inprocess_ns(keys: int, rounds: int = 20) -> tuple[float, float]:
+    names = [(f"k{n}", f"t{n % 100}") for n in range(keys)]
+    windows, gcra = WindowLimiter(), LocalLimiter()
+    now = 0
+    started = time.perf_counter_ns()
+    for _ in range(rounds):
+        for key, tenant in names:
+            now += 50
+            windows.hit(key, NEVER_BINDS, now, tenant=tenant, tenant_limit=NEVER_BINDS)
+    window_ns = (time.perf_counter_ns() - started) / (rounds * keys)
+    now = 0
+    started = time.perf_counter_ns()
+    for _ in range(rounds):
+        for key, _tenant in names:
+            now += 50
+            gcra.hit(key, NEVER_BINDS, now)
+    return window_ns, (time.perf_counter_ns() - started) / (rounds * keys)
+
+
+def memory_bytes(admissions: int) -> tuple[int, int]:
+    """Bytes of one key with ``admissions`` in its window (sliding log), and of one GCRA key."""
+    windows = WindowLimiter()
+    for n in range(admissions):
+        windows.hit("k", admissions, n)
+    log_bytes = windows.nbytes() + sys.getsizeof("k") + 104 // 3  # the dict slot, amortised
+    gcra = LocalLimiter()
+    gcra.hit("k", 60, 0)
+    return log_bytes, sys.getsizeof(2**50) + sys.getsizeof("k") + 104 // 3
+
+
+async def redis_figures(server: RedisServer, calls: int) -> dict[str, float]:
+    client = connect(server.url, timeout=2)
+    shared = SharedWindows(client, prefix="bench", policy="closed", local=WindowLimiter(), health=RedisHealth())
+    await shared.hit("warm", 10, 0, tenant="warm", tenant_limit=10)
+    started = time.perf_counter()
+    for n in range(calls):
+        await shared.hit(f"k{n % 500}", NEVER_BINDS, 0, tenant=f"t{n % 50}", tenant_limit=NEVER_BINDS)
+    check_us = (time.perf_counter() - started) / calls * 1e6
+    started = time.perf_counter()
+    for _ in range(calls):
+        await client.ping()
+    ping_us = (time.perf_counter() - started) / calls * 1e6
+    for admissions in (60, 1000):
+        for n in range(admissions):
+            await shared.hit(f"full{admissions}", admissions, 0, tenant=f"m{admissions}", at=1_000_000 + n)
+    await client.aclose()
+    plain = sync_redis.Redis.from_url(server.url)
+    plain.set("bench:gcra", str(1_760_000_000_000_000), px=WINDOW_US // 1000)
+    sizes = {
+        f"redis_bytes_per_key_{n}": float(plain.memory_usage(window_keys("bench", f"m{n}", f"full{n}")[0]) or 0)
+        for n in (60, 1000)
+    }
+    sizes["redis_bytes_per_key_gcra"] = float(plain.memory_usage("bench:gcra") or 0)
+    plain.close()
+    return {"redis_check_us": check_us, "redis_ping_us": ping_us, **sizes}
+
+
+def measure(keys: int) -> dict[str, float]:
+    window_ns, gcra_ns = inprocess_ns(keys)
+    figures: dict[str, float] = {"inproc_two_limit_ns": window_ns, "inproc_gcra_ns": gcra_ns}
+    for n in (60, 1000):
+        figures[f"mem_bytes_per_key_{n}"], figures["mem_bytes_per_key_gcra"] = memory_bytes(n)
+    server = RedisServer(workdir=Path(tempfile.mkdtemp(prefix="pmkeys-bench-redis-")))
+    server.start()
+    try:
+        figures.update(asyncio.run(redis_figures(server, 5000)))
+    finally:
+        server.cleanup()
+    return figures
+
+
+def report(figures: dict[str, float]) -> None:
+    f = figures
+    print(
+        f"limiter in-process: two limits {f['inproc_two_limit_ns']:.0f} ns/check, "
+        f"GCRA (one limit) {f['inproc_gcra_ns']:.0f} ns/check"
+    )
+    print(
+        f"limiter in Redis: one windows.lua call {f['redis_check_us']:.0f} µs, PING {f['redis_ping_us']:.0f} µs "
+        f"(ratio {f['redis_check_us'] / f['redis_ping_us']:.2f})"
+    )
+    print(
+        f"bytes per active key, window full: memory {f['mem_bytes_per_key_60']:.0f} (60/min), "
+        f"{f['mem_bytes_per_key_1000']:.0f} (1000/min), GCRA {f['mem_bytes_per_key_gcra']:.0f}; "
+        f"Redis {f['redis_bytes_per_key_60']:.0f} (60/min), {f['redis_bytes_per_key_1000']:.0f} (1000/min), "
+        f"GCRA {f['redis_bytes_per_key_gcra']:.0f}"
+    )
+    print(" ".join(f"{k}={v:.0f}" for k, v in figures.items()))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keys", type=int, default=2000)
+    report(measure(parser.parse_args().keys))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
