@@ -180,18 +180,26 @@ def status_view(custom: client.CustomObjectsApi) -> dict[str, tuple[int, float]]
 
 def max_lag(truth: dict[str, float], seen: dict[str, tuple[int, float]], *, grace: float) -> float:
     """The largest ``truth - seen`` lastUsed over keys answered more than ``grace`` s ago (a key
-    answered in the last moments cannot be in any written copy yet; the bound is about staleness)."""
+    answered in the last moments cannot be in any written copy yet; the bound is about staleness).
+    Keys with no copy at all yet are left out here and counted by :func:`uncopied`."""
     now = time.time()
-    lags = [last - seen.get(uid, (0, 0.0))[1] for uid, last in truth.items() if now - last > grace]
+    lags = [last - seen[uid][1] for uid, last in truth.items() if now - last > grace and seen.get(uid, (0, 0.0))[1]]
     return max(lags, default=0.0)
+
+
+def uncopied(truth: dict[str, float], seen: dict[str, tuple[int, float]]) -> int:
+    return sum(1 for uid in truth if not seen.get(uid, (0, 0.0))[1])
 
 
 def sample(api: client.ApiClient, truth: Truth, lags: dict[str, float]) -> None:
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     snapshot = dict(truth.last)
-    lags["ledger"] = max(lags.get("ledger", 0.0), max_lag(snapshot, ledger_view(core), grace=1))
-    status_lag = max_lag(snapshot, status_view(custom), grace=1)
-    lags["status"] = max(lags.get("status", 0.0), status_lag)
+    ledger, status = ledger_view(core), status_view(custom)
+    lags["ledger_last"] = max_lag(snapshot, ledger, grace=1)
+    lags["ledger"] = max(lags.get("ledger", 0.0), lags["ledger_last"])
+    lags["status_last"] = max_lag(snapshot, status, grace=1)
+    lags["status"] = max(lags.get("status", 0.0), lags["status_last"])
+    lags["ledger_missing"], lags["status_uncopied"] = uncopied(snapshot, ledger), uncopied(snapshot, status)
 
 
 async def run(env: LocalEnvironment, api: client.ApiClient, keys: list[FarmKey], args: argparse.Namespace) -> None:
@@ -226,7 +234,8 @@ async def run(env: LocalEnvironment, api: client.ApiClient, keys: list[FarmKey],
         await asyncio.sleep(args.sample_seconds)
         if not load.done():
             await asyncio.get_running_loop().run_in_executor(None, sample, api, truth, lags)
-            print(f"  t={time.monotonic() - started:.0f}s lag so far {lags}", flush=True)
+            shown = ", ".join(f"{k}={val:.0f}" for k, val in lags.items())
+            print(f"  t={time.monotonic() - started:.0f}s lag (s) and keys not yet written: {shown}", flush=True)
     await load
     ran = time.monotonic() - started
     await asyncio.sleep(15)  # the last flush of both replicas

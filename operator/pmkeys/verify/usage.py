@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import urllib3.exceptions
@@ -158,11 +159,12 @@ class UsageFlusher:
     async def _record(self, grouped: dict[int, dict[str, Tally]]) -> dict[str, Tally]:
         """Add every shard's tallies to its ledger; returns the tallies that could not be written."""
         failed: dict[str, Tally] = {}
+        seed = partial(self.status.seed, listed={})  # each namespace listed once per flush at most
 
         async def one(shard: int, tallies: dict[str, Tally]) -> None:
             async with self._limit:
                 try:
-                    await self.ledgers.add(shard, tallies, self.status.seed)
+                    await self.ledgers.add(shard, tallies, seed)
                 except KUBE_DOWN as exc:
                     self.failures += 1
                     failed.update(tallies)

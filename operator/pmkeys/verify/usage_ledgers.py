@@ -64,8 +64,8 @@ class Totals:
 
 
 Book = dict[str, Totals]
-#: Where a uid new to the ledgers starts: its object's usage so far, None if the object is gone.
-Seed = Callable[[str, Tally], Awaitable[Totals | None]]
+#: Where uids new to the ledgers start: their objects' usage so far (gone objects left out).
+Seed = Callable[[dict[str, Tally]], Awaitable[dict[str, Totals]]]
 
 
 def shard_of(uid: str, shards: int) -> int:
@@ -121,10 +121,12 @@ class Ledgers:
             book = decode(current.data if current else None)
             for uid in self.gone.intersection(book):
                 del book[uid]
+            new = {uid: t for uid, t in tallies.items() if uid not in book and uid not in self.gone}
+            seeded = await seed(new) if new else {}
             for uid, tally in tallies.items():
                 if uid in self.gone:
                     continue
-                totals = book.get(uid) or await seed(uid, tally)
+                totals = book.get(uid) or seeded.get(uid)
                 if totals is None:  # the object is gone, or another object has its name now
                     self.forget(uid)
                     continue

@@ -33,6 +33,8 @@ from pmkeys.verify.usage import Tally
 from pmkeys.verify.usage_ledgers import Book, Totals
 
 T = TypeVar("T")
+#: From this many new uids in one namespace, seeding lists the namespace instead of reading each.
+LIST_FROM = 20
 
 
 def rfc3339(epoch: float) -> str:
@@ -89,19 +91,50 @@ class ObjectStatus:
             raise
         return body if body["metadata"]["uid"] == uid else None
 
-    async def seed(self, uid: str, tally: Tally) -> Totals | None:
-        """Where a uid new to the ledgers starts: the usage its status shows so far."""
-        body = await self._get(uid, tally.namespace, tally.name)
-        if body is None:
-            return None
-        usage = (body.get("status") or {}).get("usage") or {}
-        return Totals(
-            tally.namespace,
-            tally.name,
-            int(usage.get("requests") or 0),
-            int(usage.get("errors") or 0),
-            epoch(usage.get("lastUsedAt")),
-        )
+    async def seed(
+        self, new: dict[str, Tally], *, listed: dict[str, asyncio.Future[dict[str, dict[str, Any]]]] | None = None
+    ) -> dict[str, Totals]:
+        """Where uids new to the ledgers start: the usage their status shows so far. Uids whose
+        object is gone (or has another uid now) are left out. A namespace with many new uids
+        (the first flush of a fresh installation or an upgrade) is listed, not read object by
+        object, and only once for all the shards of one flush (``listed``)."""
+        listed = {} if listed is None else listed
+        by_namespace: dict[str, dict[str, Tally]] = {}
+        for uid, tally in new.items():
+            by_namespace.setdefault(tally.namespace, {})[uid] = tally
+        found: dict[str, Totals] = {}
+        for namespace, tallies in by_namespace.items():
+            if len(tallies) >= LIST_FROM:
+                if namespace not in listed:
+                    listed[namespace] = asyncio.ensure_future(self._list(namespace))
+                bodies = await asyncio.shield(listed[namespace])
+            else:
+                got = [await self._get(uid, t.namespace, t.name) for uid, t in tallies.items()]
+                bodies = {b["metadata"]["uid"]: b for b in got if b is not None}
+            for uid, tally in tallies.items():
+                if uid in bodies:
+                    found[uid] = _totals(tally, bodies[uid])
+        return found
+
+    async def _list(self, namespace: str) -> dict[str, dict[str, Any]]:
+        bodies: dict[str, dict[str, Any]] = {}
+        token = None
+        while True:
+            page: dict[str, Any] = await self._call(
+                partial(
+                    self._custom.list_namespaced_custom_object,
+                    v.GROUP,
+                    v.VERSION,
+                    namespace,
+                    v.PLURAL,
+                    limit=500,
+                    **({"_continue": token} if token else {}),
+                )
+            )
+            bodies.update((item["metadata"]["uid"], item) for item in page["items"])
+            token = page["metadata"].get("continue")
+            if not token:
+                return bodies
 
     async def publish(self, uid: str, totals: Totals) -> bool:
         """Bring ``status.usage`` up to ``totals``; False if the object is gone. Raises
@@ -130,6 +163,17 @@ class ObjectStatus:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _totals(tally: Tally, body: dict[str, Any]) -> Totals:
+    usage = (body.get("status") or {}).get("usage") or {}
+    return Totals(
+        tally.namespace,
+        tally.name,
+        int(usage.get("requests") or 0),
+        int(usage.get("errors") or 0),
+        epoch(usage.get("lastUsedAt")),
+    )
 
 
 class Mirror:
