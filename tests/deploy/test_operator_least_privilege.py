@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pmkeys.api import vocabulary as v
 from pmkeys.kubeclient import api_client
 from pmkeys.vault.records import KeyState
 from pmkeys_dev import bootstrap, chart
@@ -117,7 +118,7 @@ def test_main_scenario_with_the_chart_service_account(
         admin.wait_status(ns, "mailer", lambda s: s.get("observedGeneration") == 2, what="generation 2 observed")
 
         # rotate with a restart target: the operator may patch the Deployment
-        admin.apps.create_namespaced_deployment(ns, deployment("checkout"))
+        admin.apps.create_namespaced_deployment(ns, deployment("checkout", restarted_by="mailer"))
         admin.patch_key(
             ns,
             "mailer",
@@ -169,10 +170,11 @@ def test_watch_namespaces_mode_with_role_bindings_only(cluster: LocalEnvironment
     assert not complaints, "the operator hit RBAC limits:\n" + "\n".join(complaints[:10])
 
 
-def deployment(name: str) -> dict[str, Any]:
+def deployment(name: str, *, restarted_by: str) -> dict[str, Any]:
+    """A Deployment that opts in to restarts on rotations of the TenantApiKey ``restarted_by``."""
     labels = {"app": name}
     return {
-        "metadata": {"name": name},
+        "metadata": {"name": name, "annotations": {v.RESTART_OPT_IN_ANNOTATION: restarted_by}},
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": labels},
