@@ -24,10 +24,11 @@ def test_the_policy_files_are_the_generated_policy() -> None:
 
 def test_the_chart_renders_the_policy_and_each_components_dsn() -> None:
     docs = chart.render({"audit": {"existingSecret": "audit-dsns", "stream": ["stdout"]}}, release="prod")
-    policies = {d["kind"]: d for d in docs if d["kind"].startswith("MutatingAdmissionPolicy")}
-    assert policies["MutatingAdmissionPolicy"]["metadata"]["name"] == "prod-pmkeys-audit-actor"
-    assert policies["MutatingAdmissionPolicyBinding"]["spec"]["policyName"] == "prod-pmkeys-audit-actor"
-    assert policies["MutatingAdmissionPolicy"]["spec"] == admission.policy()["spec"]
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "MutatingAdmissionPolicy"}
+    bindings = {d["spec"]["policyName"] for d in docs if d["kind"] == "MutatingAdmissionPolicyBinding"}
+    assert policies["prod-pmkeys-audit-actor"]["spec"] == admission.policy()["spec"]
+    assert policies["prod-pmkeys-audit-plan-actor"]["spec"] == admission.plan_policy()["spec"]
+    assert bindings == set(policies)
     keys = {}
     for d in docs:
         if d["kind"] == "Deployment":

@@ -29,8 +29,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from pmkeys.api import vocabulary as v
 from pmkeys.api.model import TenantApiKeySpec
+from pmkeys.api.plan import TenantPlanSpec
 
 PREFIX = "audit.penguinmails.io"
 CHANGED_BY = f"{PREFIX}/changed-by"
@@ -39,16 +42,18 @@ CHANGE_LOG = f"{PREFIX}/change-log"
 STAMPED = (CHANGED_BY, CHANGED_BY_GROUPS, CHANGE_LOG)
 LOG_LINES = 16
 POLICY_NAME = "pmkeys-audit-actor"
+#: The same stamp on TenantPlans, so plan changes (made by the platform) name their author too.
+PLAN_POLICY_NAME = "pmkeys-audit-plan-actor"
 
 
-def _spec_fields() -> list[str]:
-    return [field.alias or name for name, field in TenantApiKeySpec.model_fields.items()]
+def _spec_fields(spec: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in spec.model_fields.items()]
 
 
-def _changed_expression() -> str:
+def _changed_expression(spec: type[BaseModel]) -> str:
     """CEL listing the spec fields (and metadata maps) an update changes, in schema order."""
     parts = []
-    for f in _spec_fields():
+    for f in _spec_fields(spec):
         new, old = f"object.spec.{f}", f"oldObject.spec.{f}"
         differs = f"has({new}) != has({old}) || (has({new}) && {new} != {old})"
         parts.append(f"(({differs}) ? ['{f}'] : [])")
@@ -63,7 +68,9 @@ def _maps_unchanged(meta: str) -> str:
     return f"(has({new}) ? {new} : {{}}) == (has({old}) ? {old} : {{}})"
 
 
-def policy() -> dict[str, Any]:
+def policy(
+    *, name: str = POLICY_NAME, plural: str = v.PLURAL, spec: type[BaseModel] = TenantApiKeySpec
+) -> dict[str, Any]:
     somebody_changed_something = (
         "request.operation == 'CREATE' || object.spec != oldObject.spec || "
         f"!({_maps_unchanged('labels')}) || !({_maps_unchanged('annotations')})"
@@ -71,7 +78,7 @@ def policy() -> dict[str, Any]:
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingAdmissionPolicy",
-        "metadata": {"name": POLICY_NAME},
+        "metadata": {"name": name},
         "spec": {
             "failurePolicy": "Fail",
             "reinvocationPolicy": "Never",
@@ -81,12 +88,12 @@ def policy() -> dict[str, Any]:
                         "apiGroups": [v.GROUP],
                         "apiVersions": ["*"],
                         "operations": ["CREATE", "UPDATE"],
-                        "resources": [v.PLURAL],
+                        "resources": [plural],
                     }
                 ]
             },
             "matchConditions": [{"name": "changes-something", "expression": somebody_changed_something}],
-            "variables": _variables(),
+            "variables": _variables(spec),
             "mutations": [
                 {
                     "patchType": "ApplyConfiguration",
@@ -106,7 +113,7 @@ def policy() -> dict[str, Any]:
     }
 
 
-def _variables() -> list[dict[str, str]]:
+def _variables(spec: type[BaseModel]) -> list[dict[str, str]]:
     """The editor, the change log before this edit, the changed fields, the new log line."""
     return [
         {"name": "user", "expression": "request.userInfo.username.replace('\\n', ' ')"},
@@ -120,7 +127,7 @@ def _variables() -> list[dict[str, str]]:
         },
         {
             "name": "changed",
-            "expression": f"request.operation == 'CREATE' ? ['created'] : ({_changed_expression()})",
+            "expression": f"request.operation == 'CREATE' ? ['created'] : ({_changed_expression(spec)})",
         },
         {
             "name": "entry",
@@ -139,14 +146,18 @@ def _variables() -> list[dict[str, str]]:
     ]
 
 
-def binding() -> dict[str, Any]:
+def binding(name: str = POLICY_NAME) -> dict[str, Any]:
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingAdmissionPolicyBinding",
-        "metadata": {"name": POLICY_NAME},
-        "spec": {"policyName": POLICY_NAME},
+        "metadata": {"name": name},
+        "spec": {"policyName": name},
     }
 
 
+def plan_policy() -> dict[str, Any]:
+    return policy(name=PLAN_POLICY_NAME, plural=v.PLAN_PLURAL, spec=TenantPlanSpec)
+
+
 def manifests() -> list[dict[str, Any]]:
-    return [policy(), binding()]
+    return [policy(), binding(), plan_policy(), binding(PLAN_POLICY_NAME)]

@@ -35,6 +35,7 @@ from pmkeys import metrics
 from pmkeys.api import vocabulary as v
 from pmkeys.api.plan import EffectivePlan, plan_from_body
 from pmkeys.audit import lifecycle
+from pmkeys.audit.plans import PlanTrail
 from pmkeys.audit.store import AuditLog
 from pmkeys.config import OperatorSettings
 from pmkeys.keys.hashing import Hasher
@@ -66,6 +67,7 @@ class Runtime:
     #: Objects whose reconcile the leadership fence refused: redone on becoming the writer.
     _deferred: dict[str, ObjectRef] = field(default_factory=dict)
     audit_log: AuditLog | None = None
+    plan_trail: PlanTrail | None = None
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self._scheduled)
@@ -86,7 +88,8 @@ class Runtime:
         )
         leadership = _leadership(settings, kube, identity)
         metrics.ACTIVE_WRITER.set_function(lambda: int(leadership.may_write()))
-        return cls(settings, kube, store, hasher, reconciler, leadership, audit_log=audit_log)
+        plan_trail = PlanTrail(audit_log, tenant_of=kube.tenants.get) if audit_log else None
+        return cls(settings, kube, store, hasher, reconciler, leadership, audit_log=audit_log, plan_trail=plan_trail)
 
     def asks_for_something_new(self, body: Any) -> bool:
         """Whether an event changes the spec or the rotate annotation since we last reconciled
@@ -161,6 +164,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     kopf.on.event(v.GROUP, v.VERSION, v.PLAN_PLURAL, registry=registry)(plan_changed)
     kopf.on.delete(*RESOURCE, registry=registry)(finalize)
     kopf.on.event("v1", "secrets", labels={v.MANAGED_BY_LABEL: v.MANAGED_BY_VALUE}, registry=registry)(secret_changed)
+    if settings.audit.dsn is not None and settings.audit.dsn.get_secret_value():
+        kopf.on.event(v.GROUP, v.VERSION, v.PLAN_PLURAL, registry=registry)(plan_changed)
     return registry
 
 
@@ -217,6 +222,13 @@ async def key_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         return
     if runtime.asks_for_something_new(body):
         await runtime.reconcile(body)
+
+
+async def plan_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A TenantPlan was created, changed or deleted: the audit trail's plan_change record."""
+    runtime: Runtime = memo.runtime
+    if runtime.plan_trail is not None:
+        await runtime.plan_trail.observe(event["type"], event["object"], record=runtime.leadership.may_write())
 
 
 async def namespace_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
