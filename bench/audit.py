@@ -158,11 +158,11 @@ def busy_tenant(pg: PostgresServer, rows: int) -> dict[str, float]:
         started = time.perf_counter()
         conn.execute(
             """INSERT INTO pmkeys_audit.records
-               SELECT -g, now() - (g % 400) * interval '1 day' - (g % 86400) * interval '1 second',
-                      CASE WHEN g % 5 = 0 THEN 'busy' ELSE 't' || (g % 49) END,
-                      CASE WHEN g % 5 = 0 THEN 'busy' ELSE 't' || (g % 49) END,
-                      'key-' || (g % 100), 'k' || (g % 100), (ARRAY['create','update','rotate','reveal',
-                      'verify_failed'])[1 + g % 5], 'success', 'user-' || (g % 7), '{}', '', ''
+               SELECT -g, now() - (g %% 400) * interval '1 day' - (g %% 86400) * interval '1 second',
+                      CASE WHEN g %% 5 = 0 THEN 'busy' ELSE 't' || (g %% 49) END,
+                      CASE WHEN g %% 5 = 0 THEN 'busy' ELSE 't' || (g %% 49) END,
+                      'key-' || (g %% 100), 'k' || (g %% 100), (ARRAY['create','update','rotate','reveal',
+                      'verify_failed'])[1 + g %% 5], 'success', 'user-' || (g %% 7), '{}', '', ''
                FROM generate_series(1, %s) g""",
             (rows,),
         )
@@ -202,7 +202,7 @@ def main() -> int:
         figures.update(chain_check(pg))
         settings = VaultSettings(addr=bao.url, token=bao.root_token, kv_mount=KV_MOUNT, prefix=bootstrap.VAULT_PREFIX)
         store = KeyStore(VaultSession(settings))
-        keys = asyncio.run(write_keys(store, 2, rate_limit=10**9))
+        keys = asyncio.run(write_keys(store, 2, rate_limit=10**9, owner="bench-audit"))
         os.sched_setaffinity(0, {0})
         figures.update(asyncio.run(hot_path(KeyStore(store.session), keys, pg, args.seconds)))
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
