@@ -165,7 +165,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     kopf.on.delete(*RESOURCE, registry=registry)(finalize)
     kopf.on.event("v1", "secrets", labels={v.MANAGED_BY_LABEL: v.MANAGED_BY_VALUE}, registry=registry)(secret_changed)
     if settings.audit.dsn is not None and settings.audit.dsn.get_secret_value():
-        kopf.on.event(v.GROUP, v.VERSION, v.PLAN_PLURAL, registry=registry)(plan_changed)
+        kopf.on.event(v.GROUP, v.VERSION, v.PLAN_PLURAL, registry=registry)(plan_audited)
     return registry
 
 
@@ -224,7 +224,7 @@ async def key_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         await runtime.reconcile(body)
 
 
-async def plan_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def plan_audited(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """A TenantPlan was created, changed or deleted: the audit trail's plan_change record."""
     runtime: Runtime = memo.runtime
     if runtime.plan_trail is not None:
