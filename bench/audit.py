@@ -161,8 +161,8 @@ def busy_tenant(pg: PostgresServer, rows: int) -> dict[str, float]:
                SELECT -g, now() - (g %% 400) * interval '1 day' - (g %% 86400) * interval '1 second',
                       CASE WHEN g %% 5 = 0 THEN 'busy' ELSE 't' || (g %% 49) END,
                       CASE WHEN g %% 5 = 0 THEN 'busy' ELSE 't' || (g %% 49) END,
-                      'key-' || (g %% 100), 'k' || (g %% 100), (ARRAY['create','update','rotate','reveal',
-                      'verify_failed'])[1 + g %% 5], 'success', 'user-' || (g %% 7), '{}', '', ''
+                      'key-' || ((g / 5) %% 100), 'k' || ((g / 5) %% 100), (ARRAY['create','update','rotate','reveal',
+                      'verify_failed'])[1 + (g / 5) %% 5], 'success', 'user-' || (g %% 7), '{}', '', ''
                FROM generate_series(1, %s) g""",
             (rows,),
         )
