@@ -76,6 +76,13 @@ class FakeKube:
         found = self.objects.get((namespace, name))
         return copy.deepcopy(found)
 
+    async def add_finalizer(self, namespace: str, name: str, *, finalizers: list[str], resource_version: str) -> None:
+        self.fail.check("add_finalizer")
+        meta = self.objects[(namespace, name)]["metadata"]
+        if str(meta.get("resourceVersion", "")) != resource_version:
+            raise ApiException(status=409, reason="Conflict")
+        meta["finalizers"] = list(finalizers)
+
     async def namespace_tenant(self, namespace: str) -> str | None:
         self.fail.check("namespace_tenant")
         if namespace not in self.tenants:

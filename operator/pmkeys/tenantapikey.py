@@ -87,11 +87,10 @@ class TenantApiKeys:
         )
         return created
 
-    def patch(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        patched: dict[str, Any] = self.custom.patch_namespaced_custom_object(
-            *self.where(namespace), name, body, **self._options
+    def patch(self, namespace: str, name: str, body: dict[str, Any], **options: Any) -> Any:
+        return self.custom.patch_namespaced_custom_object(
+            *self.where(namespace), name, body, **self._options, **options
         )
-        return patched
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any], **options: Any) -> Any:
         return self.custom.patch_namespaced_custom_object_status(

@@ -464,3 +464,13 @@ async def test_no_key_is_issued_for_an_object_the_api_server_no_longer_has() -> 
     outcome = await world.reconcile()
     assert outcome.result is Result.GONE
     assert len(world.records()) == 1 and world.kube.secrets == {}
+
+
+async def test_a_key_is_issued_only_to_an_object_that_carries_the_finalizer() -> None:
+    world = World()
+    world.create()
+    await world.reconcile()
+    assert world.kube.objects[("acme", "mail")]["metadata"]["finalizers"] == [v.FINALIZER], (
+        "deleting the object must revoke its key: the finalizer is there before the key is"
+    )
+    assert world.kube.fail.calls.index("add_finalizer") < world.kube.fail.calls.index("create_secret")

@@ -41,7 +41,13 @@ class World:
         body = {
             "apiVersion": v.API_VERSION,
             "kind": v.KIND,
-            "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{next(_uids)}", "generation": 1},
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": f"uid-{next(_uids)}",
+                "generation": 1,
+                "resourceVersion": "1",
+            },
             "spec": {"tenant": namespace, "scopes": ["send_email"], **spec},
         }
         self.objects[name] = body

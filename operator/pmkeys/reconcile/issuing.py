@@ -19,6 +19,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from pmkeys import metrics
+from pmkeys.api import vocabulary as v
 from pmkeys.api.vocabulary import Reason
 from pmkeys.keys import material
 from pmkeys.keys.digest import digest
@@ -117,12 +118,19 @@ class Issuer:
         return Current(key_id, entry, record, 1)
 
     async def _check_still_there(self, obj: KeyObject) -> None:
-        """A key is made only for an object that exists now: the copy a reconcile works on may
-        have been read before a deletion (one read per issuance, never per reconcile)."""
+        """A key is made only for an object that exists now (the copy a reconcile works on may
+        have been read before a deletion) and that carries the finalizer, so that deleting it
+        revokes the key. kopf adds the finalizer after the first event is handled; a key issued
+        before that, on an object deleted at once, would outlive it. One read per issuance."""
         found = await self.kube.get_key_object(obj.namespace, obj.name)
         meta = (found or {}).get("metadata") or {}
         if meta.get("uid") != obj.uid or meta.get("deletionTimestamp"):
             raise ObjectGone(obj.ref)
+        finalizers = list(meta.get("finalizers") or [])
+        if v.FINALIZER not in finalizers:
+            await self.kube.add_finalizer(
+                obj.namespace, obj.name, finalizers=[*finalizers, v.FINALIZER], resource_version=meta["resourceVersion"]
+            )
 
     async def _repairing(self, obj: KeyObject, message: str) -> None:
         # The repair itself is audited once it is done (settling), with both key ids.

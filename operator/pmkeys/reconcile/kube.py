@@ -90,6 +90,11 @@ class KubeApi:
             uids |= {item["metadata"]["uid"] for item in items}
         return uids
 
+    async def add_finalizer(self, namespace: str, name: str, *, finalizers: list[str], resource_version: str) -> None:
+        """Set the object's finalizers to ``finalizers`` if it is still at ``resource_version``."""
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        await self._write(lambda: self.keys.patch(namespace, name, body, _preload_content=False))
+
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         await self._write(lambda: self.keys.patch_status(namespace, name, status, _preload_content=False))
 
