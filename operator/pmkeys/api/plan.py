@@ -178,6 +178,26 @@ def effective(spec: TenantPlanSpec, *, source: str = "") -> EffectivePlan:
     )
 
 
+def describe(plan: EffectivePlan | None, keys: int) -> list[tuple[str, str]]:
+    """What a tenant sees of its plan (the UI and the plugin show these rows)."""
+    if plan is None:
+        return [("Plan", "none: this namespace has no TenantPlan (ask the platform team)")]
+    return [
+        ("Plan", f"{plan.tier.value} ({plan.source})"),
+        ("Keys", f"{keys} of {plan.max_keys}"),
+        ("Per key", f"at most {plan.key_rate_limit} requests in any 60 seconds"),
+        ("Tenant-wide", f"at most {plan.tenant_rate_limit} requests in any 60 seconds, all keys together"),
+        ("Tiers", ", ".join(t.value for t in plan.allowed_tiers())),
+        ("Scopes", ", ".join(s.value for s in Scope if s in plan.scopes)),
+        ("Environments", ", ".join(e.value for e in Environment if e in plan.environments)),
+        (
+            "Rotation",
+            f"interval 0 or at least {format_duration(plan.min_rotation_interval)}; "
+            f"grace at most {format_duration(plan.max_grace_period)}",
+        ),
+    ]
+
+
 def default_plan(tier: Tier = Tier.STARTER) -> EffectivePlan:
     """The plan of a namespace that has none (the platform's default tier)."""
     return effective(TenantPlanSpec(tier=tier))

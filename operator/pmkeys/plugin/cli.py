@@ -53,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
         return cp
 
     command("list", "list TenantApiKeys", named=False)
+    command("plan", "the namespace's TenantPlan: tier, keys used of the most allowed, limits", named=False)
     command("describe", "show one key: spec, status, conditions, previous keys, Events")
     rotate = command("rotate", "issue a new key now by bumping spec.rotation.counter")
     rotate.add_argument(

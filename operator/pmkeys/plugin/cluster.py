@@ -46,6 +46,18 @@ class Cluster:
         what = "tenantapikeys" if all_namespaces else f"tenantapikeys in {self.namespace}"
         return call(lambda: self.keys.list(namespace), what=what)
 
+    def plan(self) -> dict[str, Any] | None:
+        """The namespace's TenantPlan, or None when it has none."""
+        try:
+            found: dict[str, Any] = self.keys.custom.get_namespaced_custom_object(
+                v.GROUP, v.VERSION, self.namespace, v.PLAN_PLURAL, v.PLAN_NAME
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise CommandError(api_message(exc, f"tenantplan {self.namespace}/{v.PLAN_NAME}")) from None
+        return found
+
     def patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return call(lambda: self.keys.patch(self.namespace, name, body), what=self._what(name))
 

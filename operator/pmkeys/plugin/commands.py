@@ -13,6 +13,8 @@ from kubernetes.client.exceptions import ApiException
 
 from pmkeys.api import vocabulary as v
 from pmkeys.api.durations import parse_duration
+from pmkeys.api.plan import describe as describe_plan
+from pmkeys.api.plan import plan_from_body
 from pmkeys.plugin.cluster import Cluster, CommandError, api_message
 from pmkeys.plugin.output import age, describe_text, emit, report, spec_of, status_of, table
 from pmkeys.reveal import AlreadyRevealed, NotIssuedYet, reveal_once
@@ -194,8 +196,21 @@ def _wait(cluster: Cluster, name: str, timeout: float, done: Callable[[TenantApi
         time.sleep(0.5)
 
 
+def cmd_plan(cluster: Cluster, args: argparse.Namespace, out: TextIO) -> None:
+    """The namespace's TenantPlan as the tenant sees it: tier, "3 of 10 keys", both limits."""
+    body = cluster.plan()
+    if args.output != "table":
+        emit(body or {}, args.output, out)
+        return
+    keys = len(cluster.objects(all_namespaces=False))
+    rows = describe_plan(plan_from_body(body) if body else None, keys)
+    width = max(len(label) for label, _ in rows) + 2
+    out.write("".join(f"{label + ':':<{width}}{value}\n" for label, value in rows))
+
+
 COMMANDS: dict[str, Command] = {
     "list": cmd_list,
+    "plan": cmd_plan,
     "describe": cmd_describe,
     "rotate": cmd_rotate,
     "revoke": cmd_revoke,
