@@ -49,6 +49,7 @@ lint: venv
 	$(VENV)/bin/ruff check operator dev tests bench
 	$(VENV)/bin/ruff format --check operator dev tests bench
 	$(VENV)/bin/mypy
+	$(PY) hack/check-structure.py
 
 crd: venv
 	$(PY) -m pmkeys.api.crd > crds/tenantapikeys.penguinmails.io.yaml
