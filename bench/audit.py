@@ -52,6 +52,8 @@ from verify import write_keys
 APPENDS = 1000
 WRITERS = 4
 HOT_BAR = 0.05
+#: Alternating A/B rounds per path; the median of each side is compared.
+ROUNDS = 10
 
 
 def _event(n: int) -> AuditEvent:
@@ -127,9 +129,9 @@ async def hot_path(store: KeyStore, keys: list[str], pg: PostgresServer, seconds
     try:
         for name, call in paths.items():
             rounds: dict[str, list[float]] = {"off": [], "on": []}
-            for _ in range(5):
+            for _ in range(ROUNDS):
                 for label, v in (("off", plain), ("on", audited)):
-                    rounds[label].append(await _rate(lambda v=v, call=call: call(v), seconds / 5))
+                    rounds[label].append(await _rate(lambda v=v, call=call: call(v), seconds / ROUNDS))
             off, on = statistics.median(rounds["off"]), statistics.median(rounds["on"])
             figures[f"{name}_per_s_without_tally"] = off
             figures[f"{name}_per_s_with_tally"] = on

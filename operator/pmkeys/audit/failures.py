@@ -41,7 +41,7 @@ class KeyFacts(Protocol):
     name: str
 
 
-@dataclass
+@dataclass(slots=True)
 class _Bucket:
     tenant: str
     namespace: str
@@ -50,38 +50,41 @@ class _Bucket:
     clients: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class _Key:
-    minute: int
-    key_id: str
-    reason: str
+#: (minute since the epoch, key id, reason): a plain tuple, the cheapest dict key there is.
+_Slot = tuple[int, str, str]
 
 
 class FailureTally:
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        self._buckets: dict[_Key, _Bucket] = {}
+        self._buckets: dict[_Slot, _Bucket] = {}
 
     def add(self, reason: str, client: str | None, key: KeyFacts | None = None) -> None:
-        """One failure; ``key`` is the key's cached facts when the presented key was found."""
-        slot = _Key(int(self.clock()) // MINUTE, key.key_id if key else "", reason)
+        """One failure; ``key`` is the key's cached facts when the presented key was found.
+        On the verifier's failure path: a clock read, one tuple, two dict updates."""
+        slot = (int(self.clock() // MINUTE), key.key_id if key else "", reason)
         bucket = self._buckets.get(slot)
         if bucket is None:
             bucket = self._buckets[slot] = _Bucket(key.tenant, key.namespace, key.name) if key else _Bucket("", "", "")
-        client = client or ""
         bucket.count += 1
-        if client in bucket.clients or len(bucket.clients) < MAX_CLIENTS:
-            bucket.clients[client] = bucket.clients.get(client, 0) + 1
+        clients = bucket.clients
+        client = client or ""
+        seen = clients.get(client)
+        if seen is not None:
+            clients[client] = seen + 1
+        elif len(clients) < MAX_CLIENTS:
+            clients[client] = 1
 
     def drain(self, *, everything: bool = False) -> list[AuditEvent]:
         """Records for every finished minute (and the current one when ``everything``)."""
-        current = int(self.clock()) // MINUTE
-        done = [k for k in self._buckets if everything or k.minute < current]
+        current = int(self.clock() // MINUTE)
+        done = [k for k in self._buckets if everything or k[0] < current]
         return [self._event(k, self._buckets.pop(k)) for k in done]
 
     @staticmethod
-    def _event(slot: _Key, bucket: _Bucket) -> AuditEvent:
-        start = slot.minute * MINUTE
+    def _event(slot: _Slot, bucket: _Bucket) -> AuditEvent:
+        minute, key_id, reason = slot
+        start = minute * MINUTE
         return AuditEvent(
             action=Action.VERIFY_FAILED,
             outcome=Outcome.DENIED,
@@ -89,8 +92,8 @@ class FailureTally:
             tenant=bucket.tenant,
             namespace=bucket.namespace,
             name=bucket.name,
-            key_id=slot.key_id,
-            reason=slot.reason,
+            key_id=key_id,
+            reason=str(reason),
             source_address=",".join(sorted(bucket.clients)),
             details={
                 "count": bucket.count,
@@ -154,4 +157,4 @@ class _NoTally:
         return None
 
 
-NO_TALLY: FailureRecorder | _NoTally = _NoTally()
+NO_TALLY: FailureTally | _NoTally = _NoTally()

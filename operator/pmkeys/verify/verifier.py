@@ -131,7 +131,7 @@ class Verifier(Lifecycle, ErrorReports):
         failures: FailureRecorder | None = None,
     ) -> None:
         self.store = store
-        self.failures, self._tally = failures, (failures or NO_TALLY)
+        self.failures, self._tally = failures, (failures.tally if failures else NO_TALLY)
         self.hasher = hasher or Hasher(cost=PRODUCTION_COST)
         self.stats = Stats()
         self._cache = KeyCache(ttl=cache_ttl, negative_ttl=negative_ttl, stale_for=stale_for)
