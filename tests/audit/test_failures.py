@@ -38,7 +38,8 @@ def test_failures_are_written_per_key_reason_and_finished_minute() -> None:
     assert set(records) == {("k1", "revoked"), ("", "unknown")}
     revoked = records["k1", "revoked"]
     assert revoked.details["count"] == 3 and revoked.details["clients"] == {"gw|10.0.0.1": 2, "gw|10.0.0.2": 1}
-    assert (revoked.tenant, revoked.name, revoked.details["minute_start"]) == ("acme", "checkout", "2027-01-15T08:00:00Z")
+    assert (revoked.tenant, revoked.name) == ("acme", "checkout")
+    assert revoked.details["minute_start"] == "2027-01-15T08:00:00Z"
     assert records["", "unknown"].tenant == ""
     (later,) = tally.drain(everything=True)
     assert later.details["count"] == 1
