@@ -89,12 +89,15 @@ def test_defaults_render_three_components_with_least_privilege(helm_offline: Hel
         "MutatingAdmissionPolicy",
         "MutatingAdmissionPolicyBinding",
         "NetworkPolicy",
+        "Role",
+        "RoleBinding",
         "Secret",
         "Service",
         "ServiceAccount",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
     ]
+    assert set(by_kind(docs, "Role")) == {"pmkeys-verifier-usage"}, "the usage ledgers, in the release namespace"
     assert set(by_kind(docs, "Secret")) == {"pmkeys-verifier-callers"}, "caller tokens, and nothing else"
     callers = by_kind(docs, "Secret")["pmkeys-verifier-callers"]["data"]
     assert sorted(callers) == ["api", "gateway"] and len(set(callers.values())) == 2
@@ -196,7 +199,7 @@ def test_all_features_render(helm_offline: Helm) -> None:
     bindings = {(d["metadata"]["namespace"], d["roleRef"]["name"]) for d in docs if d["kind"] == "RoleBinding"}
     assert bindings == {
         (ns, role) for ns in ("pmk-tenant-a", "pmk-tenant-b") for role in ("pmkeys-operator", "pmkeys-verifier")
-    }
+    } | {("pmkeys-system", "pmkeys-verifier-usage")}
     assert set(by_kind(docs, "ClusterRoleBinding")) == {"pmkeys-operator-cluster", "pmkeys-ui"}
     assert "spec" in by_kind(docs, "HorizontalPodAutoscaler")["pmkeys-verifier"]
     assert "replicas" not in deployments["pmkeys-verifier"]["spec"], "the HPA owns the replica count"
