@@ -103,7 +103,7 @@ class OperatorSettings(_Settings):
     crash_at: str = ""
     #: Test-only: wait at named points, as "point=seconds[,point=seconds]" (races made visible).
     pause_at: str = ""
-    #: Test-only: append one line per write (wall-clock ns, peering identity, what) to this file.
+    #: Test-only: append one line per write (wall-clock ns, peering identity, term, what) to this file.
     write_journal: str = ""
 
 

@@ -109,6 +109,8 @@ class Leadership:
         self._wall = wall
         self._since: float | None = None
         self._last_top: float | None = None
+        #: Counts the runs of on-top reads (terms); journalled with every write.
+        self.term = 0
         self._was_writer = False
         self._journal = Path(journal) if journal else None
         #: Called (on the event loop) when this process becomes the writer.
@@ -133,6 +135,7 @@ class Leadership:
             return
         if self._since is None or self._last_top is None or sent - self._last_top > FRESH:
             self._since = sent
+            self.term += 1
         self._last_top = sent
 
     def may_write(self) -> bool:
@@ -150,7 +153,7 @@ class Leadership:
             raise NotLeader(f"not the active operator; {what} left to the one that is")
         if self._journal is not None:
             with self._journal.open("a") as journal:
-                journal.write(f"{time.time_ns()} {self.identity} {what}\n")
+                journal.write(f"{time.time_ns()} {self.identity} {self.term} {what}\n")
 
     async def run(self) -> None:
         """Read the peering object every ``POLL`` seconds and track whether we are the writer."""
