@@ -29,6 +29,7 @@ import asyncio
 import base64
 import json
 import re
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -80,12 +81,12 @@ def wait_reconciled(url: str, count: int, timeout: float) -> None:
 
 def verifier_with_all_cached(env: LocalEnvironment, api: client.ApiClient, count: int) -> float:
     """Start a verifier, send it every key once (each is then cached), return its RSS in MB."""
-    secrets = (
+    managed = (
         client.CoreV1Api(api)
         .list_secret_for_all_namespaces(label_selector=f"{v.MANAGED_BY_LABEL}={v.MANAGED_BY_VALUE}")
         .items
     )
-    keys = [base64.b64decode(s.data[v.SECRET_DATA_KEY]).decode() for s in secrets if s.data]
+    keys = [base64.b64decode(s.data[v.SECRET_DATA_KEY]).decode() for s in managed if s.data]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     token = secrets.token_urlsafe(32)
