@@ -101,6 +101,7 @@ class Lifecycle:
         if self.flusher is not None:
             try:
                 await self.flusher.flush()
+                await asyncio.wait_for(self.flusher.finish_copying(), timeout=10)
             except Exception:  # shutting down: report, do not raise
                 logger.exception("final usage flush failed")
             self.flusher.close()

@@ -110,6 +110,7 @@ class UsageFlusher:
         self._limit = asyncio.Semaphore(concurrency)
         self.flushes = 0
         self.failures = 0
+        self._copying: asyncio.Future[None] | None = None
 
     @property
     def objects_written(self) -> int:
@@ -146,8 +147,20 @@ class UsageFlusher:
                 writer = True
         self.counter.restore(await self._record(self.ledgers.group(local)))
         if writer:
-            await self._copy_to_status()
+            self._start_copying()
         self.flushes += 1
+
+    def _start_copying(self) -> None:
+        """Copy to status beside the ledger flushes, never in their way: a round of copies (up to
+        the budget, each a read and a patch) can take longer than an interval on a busy API
+        server, and the ledgers must still be written every interval. One round at a time."""
+        if self._copying is None or self._copying.done():
+            self._copying = asyncio.ensure_future(self._copy_to_status())
+
+    async def finish_copying(self) -> None:
+        """Wait for the round of status copies under way (shutting down)."""
+        if self._copying is not None:
+            await asyncio.gather(self._copying, return_exceptions=True)
 
     async def _push_back(self, shared: SharedUsage, unwritten: dict[str, Tally]) -> None:
         try:
@@ -191,6 +204,8 @@ class UsageFlusher:
         await asyncio.gather(*(one(uid, totals) for uid, totals in self.mirror.due(self.ledgers.books)))
 
     def close(self) -> None:
+        if self._copying is not None:
+            self._copying.cancel()
         self.ledgers.close()
         self.status.close()
 
