@@ -80,23 +80,42 @@ class ObjectFacts:
             json.dumps([spec, status, deleting], sort_keys=True, default=str).encode()
         ).hexdigest()
         previous = [p for p in status.get("previousKeys") or [] if isinstance(p, dict)]
-        key_ids: set[str | None] = {status.get("keyId")}
-        key_ids.update(p.get("keyId") for p in previous)
-        deadlines = {p["keyId"]: when for p in previous if p.get("keyId") and (when := _instant(p.get("notAfter")))}
-        limit = status.get("effectiveRateLimit")
-        tier = spec.get("tier")
         return cls(
             uid=meta["uid"],
             namespace=meta["namespace"],
             name=meta["name"],
             revoked=bool(spec.get("revoked")) or deleting,
             fingerprint=fingerprint,
-            key_ids=frozenset(k for k in key_ids if k),
-            deadlines=deadlines,
+            key_ids=_key_ids(status.get("keyId"), previous),
+            deadlines=_deadlines(previous),
             expires_at=_instant(spec.get("expiresAt")),
-            rate_limit=limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
-            tier=tier if isinstance(tier, str) else None,
+            rate_limit=_integer(status.get("effectiveRateLimit")),
+            tier=_text(spec.get("tier")),
         )
+
+
+def _key_ids(current: object, previous: list[dict[str, Any]]) -> frozenset[str]:
+    """The current key id and those in grace (``previousKeys``)."""
+    ids = [current, *(p.get("keyId") for p in previous)]
+    return frozenset(k for k in ids if isinstance(k, str) and k)
+
+
+def _deadlines(previous: list[dict[str, Any]]) -> dict[str, dt.datetime]:
+    """key id → end of its grace period, for the entries that name both."""
+    found = {}
+    for entry in previous:
+        key_id, when = entry.get("keyId"), _instant(entry.get("notAfter"))
+        if isinstance(key_id, str) and key_id and when is not None:
+            found[key_id] = when
+    return found
+
+
+def _integer(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _instant(value: object) -> dt.datetime | None:
