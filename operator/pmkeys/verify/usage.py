@@ -108,6 +108,8 @@ class UsageFlusher:
         self.interval = interval
         self.shared = shared
         self._limit = asyncio.Semaphore(concurrency)
+        #: Copies have their own permits, so a slow round of them never queues the ledger writes.
+        self._copy_limit = asyncio.Semaphore(concurrency)
         self.flushes = 0
         self.failures = 0
         self._copying: asyncio.Future[None] | None = None
@@ -188,7 +190,7 @@ class UsageFlusher:
 
     async def _copy_to_status(self) -> None:
         async def one(uid: str, totals: Totals) -> None:
-            async with self._limit:
+            async with self._copy_limit:
                 try:
                     if not await self.status.publish(uid, totals):
                         self.ledgers.forget(uid)
