@@ -124,3 +124,25 @@ def test_a_key_older_than_its_plan_is_refused_with_plan_exceeded(
     assert "spec.tier: enterprise is above the starter plan" in ready["message"]
     assert "allowed: starter" in ready["message"] and f"{ns}/plan" in ready["message"]
     assert not status.get("keyId"), "nothing was issued"
+
+
+def test_rotations_beyond_max_keys_in_grace_end_the_oldest_grace(
+    kube: Kube, operator: ServerProcess, vault: VaultView, tenant: str
+) -> None:
+    set_plan(kube, tenant, maxKeysInGrace=1)
+    kube.create_key(key("spinning", tenant, rotation={"gracePeriod": "1h"}))
+    first = kube.wait_phase(tenant, "spinning", "Active")["keyId"]
+    seen = [first]
+    for counter in (1, 2, 3):
+        kube.patch_key(tenant, "spinning", {"spec": {"rotation": {"counter": counter}}})
+        status = kube.wait_status(
+            tenant, "spinning", lambda s: s.get("keyId") not in seen and s.get("phase") in ("Active", "Rotating"),
+            what=f"rotation {counter}",
+        )  # fmt: skip
+        seen.append(status["keyId"])
+        assert len(status.get("previousKeys", [])) <= 1, status.get("previousKeys")
+    status = kube.wait_status(tenant, "spinning", lambda s: len(s.get("previousKeys", [])) == 1, what="one in grace")
+    assert [p["keyId"] for p in status["previousKeys"]] == [seen[-2]], "the newest previous key keeps its grace"
+    uid = kube.get_key(tenant, "spinning")["metadata"]["uid"]
+    states = {r.key_id: r.state.value for r in vault.records_of(uid).values()}
+    assert [states[k] for k in seen] == ["revoked", "revoked", "retiring", "active"], states

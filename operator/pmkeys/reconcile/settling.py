@@ -43,6 +43,7 @@ class Settler:
         for key_id, entry in list(ledger.entries.items()):
             if key_id != current.key_id:
                 await self._settle_other(obj, ledger, key_id, entry, now)
+        await self._cap_grace(obj, ledger)
         current = await self._sync_record(obj, ledger, current)
         await self._restart_targets(obj, ledger, current, now)
         return current
@@ -121,6 +122,19 @@ class Settler:
             retired = record.model_copy(update={"state": KeyState.RETIRING, "not_after": deadline})
             await self.store.update_record(entry.digest, retired, version=version)
         ledger.update(key_id, state=EntryState.RETIRING, not_after=deadline)
+
+    async def _cap_grace(self, obj: KeyObject, ledger: Ledger) -> None:
+        """At most the plan's ``maxKeysInGrace`` previous keys stay valid at once: a rotation
+        beyond it ends the oldest grace now (each live key costs a bcrypt in every verifier)."""
+        if obj.plan is None:
+            return
+        retiring = ledger.in_state(EntryState.RETIRING)
+        excess = len(retiring) - obj.plan.max_keys_in_grace
+        oldest = sorted(retiring, key=lambda item: item[1].not_after or self.clock())[: max(0, excess)]
+        for key_id, _entry in oldest:
+            why = f"grace ended early: the {obj.plan.tier.value} plan allows {obj.plan.max_keys_in_grace} keys in grace"
+            await self._revoke(ledger, key_id, reason=why)
+            await self.reporter.event(obj, Reason.GRACE_EXPIRED, f"key {key_id}: {why}")
 
     async def _revoke(self, ledger: Ledger, key_id: str, *, reason: str) -> None:
         entry = ledger.entries[key_id]
