@@ -2,9 +2,9 @@
 #
 #   docker build -t registry.example.com/pmkeys:0.1.0 .
 #
-# Not built or tested by this repository's CI: its machines have no container engine. What is
-# tested is the code the image runs (the same `pmkeys` entry point) and the chart that runs it.
-# Pin both base images by digest in your build.
+# This repository's CI has no Docker: `make image` (hack/build-images.sh) builds this same file
+# with buildah from a local Debian base tagged as the FROM image, and the in-pod tests
+# (tests/node/) run the chart with it. Pin both base images by digest in your build.
 
 # -- build: install pmkeys and its dependencies into a self-contained virtualenv --------------
 FROM python:3.11-slim-bookworm AS build
@@ -24,6 +24,10 @@ ENV PATH=/opt/pmkeys/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
 # The chart runs every container as 65532 with a read-only root filesystem and /tmp as emptyDir.
+# The uid gets a name (pmkeys), so tools that look the user up find one; pmkeys itself never
+# depends on it (the kopf peering identity comes from the pod name).
+RUN groupadd --system --gid 65532 pmkeys \
+ && useradd --system --uid 65532 --gid 65532 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin pmkeys
 USER 65532:65532
 EXPOSE 8080 8090 9090
 ENTRYPOINT ["pmkeys"]
