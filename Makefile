@@ -1,5 +1,6 @@
 # pmkeys — everything a newcomer needs is behind `make demo` and `make test`; both install
-# what they need (Python venv, Go-built control plane, OpenBao, Debian packages) by themselves.
+# what they need (Python venv, Go-built control plane and node, OpenBao, Debian packages, the
+# images the node runs) by themselves.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -7,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv binaries system-packages test test-unit test-faults bench demo down lint crd clean
+.PHONY: all deps venv binaries system-packages image test test-unit test-faults test-node bench demo demo-node down lint crd clean
 
 all: test
 
@@ -25,10 +26,18 @@ binaries:
 system-packages:
 	bash hack/install-system-packages.sh
 
+# The image built from the Dockerfile (buildah, no Docker) plus the node's other images.
+image: system-packages binaries
+	bash hack/build-images.sh
+
 deps: venv binaries system-packages
 
-test: deps lint
+test: deps image lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The chart in real pods on the local node (tests/node/); `make test` runs them too.
+test-node: deps image
+	$(PY) -m pytest tests/node $(PYTEST_ARGS)
 
 test-unit: venv
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
@@ -41,6 +50,10 @@ bench: deps
 
 demo: deps
 	$(VENV)/bin/pmkeys demo
+
+# The same on a real local node: the chart installed with helm, in pods from `make image`.
+demo-node: deps image
+	$(VENV)/bin/pmkeys demo --node
 
 down: venv
 	$(VENV)/bin/pmkeys dev down

@@ -4,6 +4,10 @@ The session starts etcd, kube-apiserver, kube-controller-manager and OpenBao onc
 seconds), the operator once (bcrypt cost 4 to keep the suite fast; the benchmarks use 12), and
 gives every test its own tenant namespace. At the end it stops everything, checks that no
 process is left, and runs the leak scan over everything the run produced.
+
+Runs that start a real node (tests/node/) change the host; the session-wide leftover check
+compares the host with a snapshot taken at start: no interface, nftables table, mount,
+cgroup, hard-wired directory, sysctl change or detached process (containerd shims) may remain.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import psutil
 import pytest
 
 from pmkeys.kubeclient import api_client
-from pmkeys_dev import bootstrap
+from pmkeys_dev import bootstrap, hostnet
 from pmkeys_dev.environment import LocalEnvironment
 from pmkeys_dev.processes import ServerProcess, free_port, pid_alive
 from tests import leakscan
@@ -114,11 +118,26 @@ def _our_temp_dirs() -> set[Path]:
     return set(Path(tempfile.gettempdir()).glob("pmkeys-*"))
 
 
+_HOST: dict[str, hostnet.HostSnapshot] = {}
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Give this run a temp dir of its own, so leftovers are ours and not a parallel run's."""
     base = Path(tempfile.mkdtemp(prefix="pmkeys-tests-"))
     tempfile.tempdir = str(base)
     os.environ["TMPDIR"] = str(base)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Snapshot the host when this run starts a real node (only then: a parallel run's node
+    is none of this run's business)."""
+    if any("tests/node/" in item.nodeid for item in session.items) and os.geteuid() == 0 and shutil.which("nft"):
+        _HOST["before"] = hostnet.HostSnapshot()
+
+
+def _host_leftovers() -> list[str]:
+    before = _HOST.get("before")
+    return before.leftovers(under=Path(tempfile.gettempdir())) if before else []
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -133,6 +152,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shutil.rmtree(tempfile.gettempdir(), ignore_errors=True)
     problems = [f"process {c.pid} ({' '.join(c.cmdline()[:3])})" for c in children]
     problems += [f"temp dir {p}" for p in leftovers]
+    problems += _host_leftovers()
     if problems:
         session.config.pluginmanager.get_plugin("terminalreporter").write_line(
             "left behind by the tests: " + "; ".join(problems), red=True

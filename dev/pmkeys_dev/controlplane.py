@@ -5,6 +5,11 @@ ownerReference garbage collection and namespace deletion behave as on a cluster.
 kubelet: nothing schedules pods, and the product's components run as local processes that
 talk to this API server exactly as they would to a remote one.
 
+With ``node_ip`` set (the real node of :mod:`pmkeys_dev.node`), the API server listens on that
+address instead of loopback, so pods reach it through the ``kubernetes`` Service, and the
+controller-manager runs every default controller (Deployments, ReplicaSets, EndpointSlices, the
+``kube-root-ca.crt`` publisher that projected ServiceAccount volumes need, ...).
+
 Authentication: an admin client certificate in ``system:masters`` (written to the kubeconfig),
 ServiceAccount tokens signed with a generated RSA key (TokenRequest and TokenReview work).
 Authorization: RBAC only, so least-privilege tests mean something.
@@ -21,11 +26,13 @@ from pathlib import Path
 import httpx
 import yaml
 
-from pmkeys_dev import binaries, pki
+from pmkeys_dev import binaries, hostnet, pki
 from pmkeys_dev.processes import ServerProcess, free_port
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 CONTROLLERS = "garbage-collector-controller,namespace-controller,serviceaccount-controller,resourcequota-controller"
+SERVICE_CIDR = hostnet.SERVICE_CIDR
+KUBERNETES_SERVICE_IP = "10.96.0.1"
 
 
 @dataclass
@@ -36,10 +43,16 @@ class ControlPlane:
     etcd_port: int = field(default_factory=free_port)
     apiserver_port: int = field(default_factory=free_port)
     processes: list[ServerProcess] = field(default_factory=list)
+    #: Listen on this address (a real node's IP) instead of 127.0.0.1, with every controller.
+    node_ip: str | None = None
+
+    @property
+    def address(self) -> str:
+        return self.node_ip or "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.address}:{self.apiserver_port}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -54,7 +67,8 @@ class ControlPlane:
         return self.workdir / "pki" / "ca.crt"
 
     def start(self) -> None:
-        certs = pki.generate(self.workdir / "pki")
+        extra_ips = (self.node_ip, KUBERNETES_SERVICE_IP) if self.node_ip else ()
+        certs = pki.generate(self.workdir / "pki", extra_ips=extra_ips)
         self._start_etcd()
         self._start_apiserver(certs)
         self._write_kubeconfig(certs)
@@ -103,18 +117,23 @@ class ControlPlane:
             [
                 str(binaries.built("kube-apiserver")),
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={self.apiserver_port}",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 f"--tls-cert-file={certs.serving_cert}",
                 f"--tls-private-key-file={certs.serving_key}",
                 f"--client-ca-file={certs.ca_cert}",
                 "--authorization-mode=RBAC",
+                # Pods' API server: reach the kubelet by its node IP, never by resolving a name,
+                # and authenticate to it (logs, exec) with the admin certificate.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={certs.admin_cert}",
+                f"--kubelet-client-key={certs.admin_key}",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={certs.sa_public}",
                 f"--service-account-signing-key-file={certs.sa_private}",
-                "--service-cluster-ip-range=10.96.0.0/16",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
                 "--event-ttl=24h",
@@ -168,6 +187,16 @@ class ControlPlane:
         self.kubeconfig.write_text(yaml.safe_dump(config))
         self.kubeconfig.chmod(0o600)
 
+    def _controller_flags(self) -> list[str]:
+        if not self.node_ip:
+            return [f"--controllers={CONTROLLERS}"]
+        return [
+            "--controllers=*",
+            f"--root-ca-file={self._certs.ca_cert}",
+            f"--service-account-private-key-file={self._certs.sa_private}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+        ]
+
     def _start_controller_manager(self) -> None:
         port = free_port()
         kubeconfig = str(self.kubeconfig)
@@ -179,7 +208,7 @@ class ControlPlane:
                 f"--authentication-kubeconfig={kubeconfig}",
                 f"--authorization-kubeconfig={kubeconfig}",
                 "--leader-elect=false",
-                f"--controllers={CONTROLLERS}",
+                *self._controller_flags(),
                 "--bind-address=127.0.0.1",
                 f"--secure-port={port}",
                 f"--cert-dir={self.workdir / 'kcm-certs'}",

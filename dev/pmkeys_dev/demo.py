@@ -3,7 +3,8 @@
 ``dev up`` starts the control plane and OpenBao in the background (they outlive the command;
 state in ``.cache/dev/state.json``), ``dev down`` stops them. ``demo`` adds the operator,
 verifier and UI, applies ``examples/`` and shows what happened: the keys, their Events, and a
-verification through the verifier — never a key's value.
+verification through the verifier — never a key's value. With ``--node`` both run the chart in
+real pods instead (:mod:`.nodedemo`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from kubernetes import client
 
 from pmkeys.api import vocabulary as v
 from pmkeys.kubeclient import api_client
-from pmkeys_dev import binaries, bootstrap, chart
+from pmkeys_dev import binaries, bootstrap, chart, nodedemo
 from pmkeys_dev.environment import LocalEnvironment, stop_from_state
 from pmkeys_dev.processes import free_port
 
@@ -37,7 +38,7 @@ def _state_path(args: argparse.Namespace) -> Path:
 def _start(args: argparse.Namespace) -> tuple[LocalEnvironment, dict[str, str]]:
     state = _state_path(args)
     if state.exists():
-        stopped = stop_from_state(state)
+        stopped = _stop_previous(args)
         if stopped:
             print(f"stopped a previous environment ({len(stopped)} processes)")
     workdir = state.parent / "env"
@@ -78,12 +79,28 @@ def _start(args: argparse.Namespace) -> tuple[LocalEnvironment, dict[str, str]]:
 
 
 def up(args: argparse.Namespace) -> None:
+    if getattr(args, "node", False):
+        _stop_previous(args)
+        nodedemo.up(args, _state_path(args))
+        return
     env, urls = _start(args)
     _print_where(env, urls, _state_path(args))
 
 
+def _stop_previous(args: argparse.Namespace) -> list[int]:
+    """Stop what a previous ``dev up`` (with or without ``--node``) left running."""
+    state = _state_path(args)
+    if not state.exists():
+        return []
+    if json.loads(state.read_text()).get("node"):
+        stopped = nodedemo.stop(state)
+        state.unlink()
+        return stopped
+    return stop_from_state(state)
+
+
 def down(args: argparse.Namespace) -> None:
-    stopped = stop_from_state(_state_path(args))
+    stopped = _stop_previous(args)
     print(f"stopped {len(stopped)} processes" if stopped else "nothing was running")
 
 
@@ -112,6 +129,10 @@ def _print_where(env: LocalEnvironment, urls: dict[str, str], state: Path) -> No
 
 
 def demo(args: argparse.Namespace) -> None:
+    if getattr(args, "node", False):
+        _stop_previous(args)
+        nodedemo.demo(args, _state_path(args))
+        return
     env, urls = _start(args)
     examples = Path(args.examples or binaries.REPO_ROOT / "examples")
     kubectl = [str(binaries.built("kubectl")), "--kubeconfig", str(env.kubeconfig)]

@@ -34,6 +34,8 @@ def bao_binary() -> Path:
 @dataclass
 class OpenBao:
     mode: str = "dev"
+    #: Listen address: loopback, or a real node's IP so that pods reach it.
+    host: str = "127.0.0.1"
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pmkeys-bao-")))
     port: int = field(default_factory=free_port)
     root_token: str = field(default_factory=lambda: "root-" + secrets.token_hex(16))
@@ -42,7 +44,7 @@ class OpenBao:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def client(self, token: str | None = None) -> hvac.Client:
         return hvac.Client(url=self.url, token=token or self.root_token, timeout=10)
@@ -54,7 +56,7 @@ class OpenBao:
             argv += [
                 "-dev",
                 f"-dev-root-token-id={self.root_token}",
-                f"-dev-listen-address=127.0.0.1:{self.port}",
+                f"-dev-listen-address={self.host}:{self.port}",
                 "-dev-no-store-token",
             ]
         else:
@@ -101,7 +103,7 @@ class OpenBao:
         cluster_port = free_port()
         config.write_text(
             f'storage "raft" {{\n  path = "{data}"\n  node_id = "pmkeys-local"\n}}\n'
-            f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n'
+            f'listener "tcp" {{\n  address = "{self.host}:{self.port}"\n'
             f'  cluster_address = "127.0.0.1:{cluster_port}"\n  tls_disable = true\n}}\n'
             f'api_addr = "{self.url}"\ncluster_addr = "http://127.0.0.1:{cluster_port}"\n'
         )

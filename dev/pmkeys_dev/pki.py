@@ -56,7 +56,9 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurve
     )
 
 
-def generate(directory: Path) -> Pki:
+def generate(directory: Path, *, extra_ips: tuple[str, ...] = ()) -> Pki:
+    """A CA, the API server's serving cert (valid for loopback and ``extra_ips``: a node's IP and
+    the ``kubernetes`` Service IP, for pods), an admin client cert and the ServiceAccount key."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("pmkeys-local-ca")
@@ -71,7 +73,9 @@ def generate(directory: Path) -> Pki:
         [
             x509.DNSName("localhost"),
             x509.DNSName("kubernetes.default.svc"),
+            x509.DNSName("kubernetes.default.svc.cluster.local"),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
         ]
     )
     serving_cert = (

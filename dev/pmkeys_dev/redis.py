@@ -27,10 +27,14 @@ def redis_binary() -> Path:
     return Path(found)
 
 
-def ping(port: int, *, timeout: float = 0.5) -> bool:
-    """A raw ``PING`` (no client library needed)."""
+def ping(port: int, *, host: str = "127.0.0.1", password: str | None = None, timeout: float = 0.5) -> bool:
+    """A raw ``PING`` (no client library needed), after ``AUTH`` when there is a password."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if password:
+                sock.sendall(f"AUTH {password}\r\n".encode())
+                if not sock.recv(16).startswith(b"+OK"):
+                    return False
             sock.sendall(b"PING\r\n")
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
@@ -42,17 +46,22 @@ class RedisServer:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pmkeys-redis-")))
     port: int = field(default_factory=free_port)
     process: ServerProcess | None = None
+    #: Listen address: loopback, or a real node's IP so that pods reach it.
+    host: str = "127.0.0.1"
+    #: Needed off loopback: Redis's protected mode refuses other clients without one.
+    password: str | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = [
             str(redis_binary()),
             "--port", str(self.port),
-            "--bind", "127.0.0.1",
+            "--bind", self.host,
             "--dir", str(self.workdir),
             "--save", "",
             "--appendonly", "no",
@@ -60,9 +69,11 @@ class RedisServer:
             "--protected-mode", "yes",
             "--logfile", "",
         ]  # fmt: skip
+        if self.password:
+            argv += ["--requirepass", self.password]
         self.process = ServerProcess(f"redis-{self.port}", argv, log_dir=self.workdir / "logs")
         self.process.start()
-        self.process.wait_ready(lambda: ping(self.port), timeout=15)
+        self.process.wait_ready(lambda: ping(self.port, host=self.host, password=self.password), timeout=15)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -73,7 +84,11 @@ class RedisServer:
             self.process.kill()
 
     def running(self) -> bool:
-        return self.process is not None and self.process.running() and ping(self.port)
+        return (
+            self.process is not None
+            and self.process.running()
+            and ping(self.port, host=self.host, password=self.password)
+        )
 
     def cleanup(self) -> None:
         self.stop()

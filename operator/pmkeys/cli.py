@@ -3,7 +3,7 @@
 pmkeys operator            run the kopf operator (settings from PMKEYS_* variables)
 pmkeys verifier            run the verifier HTTP service
 pmkeys ui                  run the self-service web UI
-pmkeys dev up|down|env     the local control plane + OpenBao, in the background
+pmkeys dev up|down|env     the local control plane + OpenBao, in the background (--node: a real node)
 pmkeys demo                dev up + every component + examples/, then a tour
 pmkeys crd                 print the CRD generated from the model
 pmkeys vault-policy NAME   print the Vault policy of a component
@@ -124,11 +124,13 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--state", type=Path, default=None, help="state file (default .cache/dev/state.json)")
     dev.add_argument("--components", action="store_true", help="also start operator, verifier and UI")
     dev.add_argument("--bcrypt-cost", type=int, default=12)
+    dev.add_argument("--node", action="store_true", help="a real node (kubelet, containerd; root): the chart in pods")
     dev.set_defaults(fn=cmd_dev)
     demo = sub.add_parser("demo", help="bring everything up, apply examples/ and show the result")
     demo.add_argument("--state", type=Path, default=None)
     demo.add_argument("--bcrypt-cost", type=int, default=12)
     demo.add_argument("--examples", type=Path, default=None)
+    demo.add_argument("--node", action="store_true", help="helm install the chart on a real local node instead")
     demo.set_defaults(fn=cmd_demo, components=True)
     return p
 
