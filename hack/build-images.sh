@@ -18,9 +18,18 @@ out=$cache/images
 mkdir -p "$out"
 # shellcheck source=versions.env
 source "$here/versions.env"
+trap_dirs=()
 
 base_ref=$(sed -n 's/^FROM \([^ ]*\).*/\1/p' "$root/Dockerfile" | sort -u)
 [[ $(echo "$base_ref" | wc -l) == 1 ]] || { echo "Dockerfile: expected one base image, got: $base_ref" >&2; exit 1; }
+
+# buildah writes a blob cache under /var/lib/containers and a lock under /etc/cni whatever its
+# storage flags say: remove them afterwards if they were not there before.
+for hard_wired in /var/lib/containers /etc/cni; do
+  [[ -e $hard_wired ]] || trap_dirs+=("$hard_wired")
+done
+cleanup() { [[ ${#trap_dirs[@]} -eq 0 ]] || rm -rf "${trap_dirs[@]}"; }
+trap cleanup EXIT
 
 storage=(--root "$cache/buildah/storage" --runroot "$cache/buildah/run" --storage-driver overlay)
 buildah() { command buildah "${storage[@]}" "$@"; }
