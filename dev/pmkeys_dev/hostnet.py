@@ -253,6 +253,10 @@ class OutsideGuard:
             f"table inet {GUARD_TABLE} {{\n"
             "  chain forward {\n"
             "    type filter hook forward priority -300; policy accept;\n"
+            # kube-proxy rewrites packets to live Services before this hook; one still addressed
+            # to the Service range has no endpoints (a deleted Service, one not yet programmed)
+            # and would follow the default route out: refuse it here, counted on its own.
+            f'    ip daddr {SERVICE_CIDR} counter reject comment "to a Service IP without endpoints"\n'
             f'    iifname {{ {names} }} counter drop comment "into pods from outside"\n'
             f'    oifname {{ {names} }} counter drop comment "from pods to outside"\n'
             "  }\n"
@@ -262,9 +266,19 @@ class OutsideGuard:
             f"    iifname {{ {names} }} ip daddr {{ {NODE_IP}, {POD_CIDR}, {SERVICE_CIDR} }} counter drop"
             ' comment "from outside to the node"\n'
             "  }\n"
+            # This machine's own packets to cluster addresses never go out either. After
+            # kube-proxy's DNAT (priority 100 > dstnat), so a live Service is already rerouted.
+            "  chain output {\n"
+            "    type filter hook output priority 100; policy accept;\n"
+            f"    oifname {{ {names} }} ip daddr {{ {NODE_IP}, {POD_CIDR}, {SERVICE_CIDR} }} counter drop"
+            ' comment "from the node to cluster addresses outside"\n'
+            "  }\n"
             "}\n"
         )
         run("nft", "-f", "-", stdin=rules)
+
+    #: The rule that refuses packets to dead Service IPs: not traffic to the outside.
+    NO_ENDPOINTS = "to a Service IP without endpoints"
 
     @staticmethod
     def counters() -> dict[str, int]:

@@ -56,10 +56,18 @@ def service_url(env: NodeEnvironment, namespace: str, name: str) -> str:
     return f"http://{spec['clusterIP']}:{spec['ports'][0]['port']}"
 
 
-def tenant_namespace(env: NodeEnvironment) -> str:
+def tenant_namespace(env: NodeEnvironment, kube: Kube) -> str:
+    """A tenant's namespace with the platform's plan for it (the chart refuses keys without one)."""
     name = f"t-{secrets.token_hex(3)}"
     env.kubectl("create", "namespace", name)
     env.kubectl("label", "namespace", name, f"{v.TENANT_LABEL}={name}")
+    plan = {
+        "apiVersion": v.API_VERSION,
+        "kind": v.PLAN_KIND,
+        "metadata": {"name": v.PLAN_NAME, "namespace": name},
+        "spec": {"tier": "pro"},
+    }
+    kube.apply(plan).check_returncode()
     return name
 
 
@@ -145,7 +153,7 @@ def test_components_run_ready_under_the_charts_security_context(release: Release
 def test_workload_uses_rotates_and_loses_its_key(
     node_env: NodeEnvironment, release: Release, node_kube: Kube, node_vault: VaultView, gateway: str
 ) -> None:
-    ns = tenant_namespace(node_env)
+    ns = tenant_namespace(node_env, node_kube)
     rotation = {"restartTargets": [{"kind": "Deployment", "name": "workload"}], "gracePeriod": "0"}
     status = issue(node_kube, ns, "app", rotation=rotation)
     first = status["keyId"]
@@ -214,7 +222,7 @@ def kill(node_env: NodeEnvironment, pod: str) -> None:
 def test_killing_a_verifier_and_the_operator_under_traffic_keeps_the_promises(
     node_env: NodeEnvironment, release: Release, node_kube: Kube, node_vault: VaultView, gateway: str
 ) -> None:
-    ns = tenant_namespace(node_env)
+    ns = tenant_namespace(node_env, node_kube)
     # pro: 300 requests a minute, above what the traffic below sends (4 a second for 45 s).
     status = issue(node_kube, ns, "busy", tier="pro")
     plaintext = node_kube.plaintext(ns, status["secretName"])
@@ -250,7 +258,7 @@ def test_killing_a_verifier_and_the_operator_under_traffic_keeps_the_promises(
 def test_upgrade_rolls_the_deployments_and_uninstall_keeps_the_keys(
     node_env: NodeEnvironment, release: Release, node_kube: Kube, node_vault: VaultView, gateway: str
 ) -> None:
-    ns = tenant_namespace(node_env)
+    ns = tenant_namespace(node_env, node_kube)
     status = issue(node_kube, ns, "kept")
     plaintext = node_kube.plaintext(ns, status["secretName"])
     url = service_url(node_env, GATEWAY_NAMESPACE, "gateway")
@@ -277,8 +285,11 @@ def test_upgrade_rolls_the_deployments_and_uninstall_keeps_the_keys(
     assert node_kube.plaintext(ns, status["secretName"]) == plaintext
     wait_for(lambda: not release.pods("-l", f"app.kubernetes.io/instance={RELEASE}"), timeout=120, interval=1)
 
-    # Installing again picks the keys up where they were.
+    # Installing again picks the keys up where they were. The verifier Service is new (a new
+    # ClusterIP) and nginx resolves an upstream's name once, at start: the gateway restarts.
     release.install(release_values(node_env))
+    node_env.kubectl("-n", GATEWAY_NAMESPACE, "rollout", "restart", "deployment/gateway")
+    wait_rollout(node_env, GATEWAY_NAMESPACE, "deployment/gateway")
     with httpx.Client(timeout=5) as client:
         assert wait_for(lambda: send(client, url, plaintext).status_code == 200, timeout=90, interval=1)
     assert not invariants.check_key(node_kube, node_vault, ns, "kept")
