@@ -266,10 +266,11 @@ class OutsideGuard:
             f"    iifname {{ {names} }} ip daddr {{ {NODE_IP}, {POD_CIDR}, {SERVICE_CIDR} }} counter drop"
             ' comment "from outside to the node"\n'
             "  }\n"
-            # This machine's own packets to cluster addresses never go out either. After
-            # kube-proxy's DNAT (priority 100 > dstnat), so a live Service is already rerouted.
-            "  chain output {\n"
-            "    type filter hook output priority 100; policy accept;\n"
+            # This machine's own packets to cluster addresses never go out either. Checked at
+            # postrouting, after kube-proxy's DNAT and the reroute that follows it: a packet to a
+            # live Service leaves through the bridge, one to a dead Service IP would take eth0.
+            "  chain postrouting {\n"
+            "    type filter hook postrouting priority 200; policy accept;\n"
             f"    oifname {{ {names} }} ip daddr {{ {NODE_IP}, {POD_CIDR}, {SERVICE_CIDR} }} counter drop"
             ' comment "from the node to cluster addresses outside"\n'
             "  }\n"

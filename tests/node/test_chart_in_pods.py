@@ -86,15 +86,19 @@ def workload_pods(env: NodeEnvironment, namespace: str) -> list[dict[str, Any]]:
 
 
 def running_workload(env: NodeEnvironment, namespace: str, *, not_named: str = "") -> str:
-    def one() -> str | None:
-        pods = [
-            p
-            for p in workload_pods(env, namespace)
-            if p["status"].get("phase") == "Running" and p["metadata"]["name"] != not_named
-        ]
-        return pods[0]["metadata"]["name"] if len(pods) == 1 else None
+    """The name of the one Running workload pod other than ``not_named``."""
+    seen: list[str] = []
 
-    return wait_for(one, timeout=120, interval=0.5, what=f"one running workload pod in {namespace}")
+    def one() -> str | None:
+        pods = workload_pods(env, namespace)
+        seen[:] = [f"{p['metadata']['name']}:{p['status'].get('phase')}" for p in pods]
+        running = [p for p in pods if p["status"].get("phase") == "Running" and p["metadata"]["name"] != not_named]
+        return running[0]["metadata"]["name"] if len(running) == 1 else None
+
+    try:
+        return wait_for(one, timeout=180, interval=0.5, what=f"one running workload pod in {namespace}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; pods: {seen}") from None
 
 
 def calls(env: NodeEnvironment, namespace: str, pod: str) -> list[str]:
