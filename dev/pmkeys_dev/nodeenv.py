@@ -154,14 +154,14 @@ class NodeEnvironment:
     # -- the chart ---------------------------------------------------------------------
     def chart_values(self) -> dict[str, object]:
         """What a user sets to install the chart here: the local image, where Vault and Redis
-        are, two verifier replicas sharing Redis, the route map. Everything else is the
+        are, two verifier replicas sharing Redis, the route map, an nginx gateway in front. Everything else is the
         chart's default (securityContext, RBAC, probes, bcrypt cost 12)."""
         repository, tag = IMAGES["pmkeys"].rsplit(":", 1)
         return {
             "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
             "vault": {"addr": self.openbao.url},
             "redis": {"existingSecret": {"name": REDIS_SECRET, "key": "redis-url"}},
-            "verifier": {"replicas": 2, "routes": ROUTES},
+            "verifier": {"replicas": 2, "routes": ROUTES, "gateway": "nginx"},
         }
 
     def helm(self, *args: str, timeout: float = 300) -> str:

@@ -12,6 +12,7 @@ may restart along the way (checked when the session's release is torn down, and 
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -36,7 +37,6 @@ from tests.vaultview import VaultView
 pytestmark = [pytest.mark.integration, pytest.mark.node, pytest.mark.timeout(900)]
 
 COMPONENTS = ("operator", "verifier", "ui")
-VERIFIER = f"{RELEASE}-verifier.{SYSTEM_NAMESPACE}.svc:8080"
 GATEWAY_NAMESPACE = "gateway"
 
 
@@ -44,7 +44,13 @@ GATEWAY_NAMESPACE = "gateway"
 def gateway(node_env: NodeEnvironment, release: Release, node_kube: Kube) -> str:
     """The nginx gateway pod (docs/verifier.md's configuration); its in-cluster URL."""
     node_env.kubectl("create", "namespace", GATEWAY_NAMESPACE)
-    for doc in workloads.gateway(GATEWAY_NAMESPACE, verifier=VERIFIER):
+    labels = [f"{k}={val}" for k, val in workloads.CALLER_NAMESPACE_LABELS.items()]
+    node_env.kubectl("label", "namespace", GATEWAY_NAMESPACE, *labels)
+    encoded = node_env.kubectl(
+        "-n", SYSTEM_NAMESPACE, "get", "secret", f"{RELEASE}-verifier-callers", "-o", "jsonpath={.data.gateway}"
+    )
+    token = base64.b64decode(encoded).decode()
+    for doc in workloads.gateway(GATEWAY_NAMESPACE, token=token):
         node_kube.apply(doc).check_returncode()
     wait_rollout(node_env, GATEWAY_NAMESPACE, "deployment/gateway")
     return f"http://gateway.{GATEWAY_NAMESPACE}.svc.cluster.local:{workloads.GATEWAY_PORT}"

@@ -1,10 +1,12 @@
 """What a tenant runs next to pmkeys, as pods: an nginx gateway and a workload that calls the API.
 
 gateway   nginx (``pmkeys.local/gateway:dev``: Debian's nginx-light) with exactly the
-          ``auth_request`` locations ``docs/verifier.md`` documents (taken from
-          ``tests/verifier/gateway.py``, which a test keeps equal to the docs), the verifier
-          upstream by its Service DNS name, and a second server block standing in for the
-          PenguinMails API: it echoes the identity headers the gateway set.
+          configuration ``docs/verifier.md`` documents (read from the page, as
+          ``tests/verifier/gateway.py`` does): the verifier upstream by its Service DNS name,
+          the chart's ``gateway`` caller token in place of the placeholder (so the whole file
+          is a Secret), and a second server block standing in for the PenguinMails API: it
+          echoes the identity headers the gateway set. Its pod and namespace carry the labels
+          the chart's NetworkPolicy admits as verifier callers.
 workload  Debian's Python (the image the Dockerfile builds on); it reads its key from the
           mounted Secret once at start, as an application does, then calls the gateway every
           0.3 s and prints one line per call: status, keyId and tenant the API saw. Never the key.
@@ -15,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from pmkeys_dev.node import IMAGES
-from tests.verifier.gateway import LOCATIONS
+from tests.verifier.gateway import DOCUMENTED_TOKEN, DOCUMENTED_VERIFIER, documented_block
 
 GATEWAY_PORT = 8080
 NGINX_CONF = """\
@@ -31,7 +33,6 @@ http {{
     uwsgi_temp_path /tmp/uwsgi;
     scgi_temp_path /tmp/scgi;
 
-    upstream pmkeys_verifier {{ server {verifier}; keepalive 16; }}
     upstream api {{ server 127.0.0.1:8081; }}
 
     server {{
@@ -42,13 +43,12 @@ http {{
         }}
     }}
 
-    server {{
-        listen {port};
-
-{locations}
-    }}
+{documented}
 }}
 """
+#: Labels the chart's NetworkPolicy admits as verifier callers (values networkPolicy.verifierCallers).
+CALLER_POD_LABELS = {"penguinmails.io/verifier-caller": "true"}
+CALLER_NAMESPACE_LABELS = {"penguinmails.io/verifier-callers": "true"}
 
 WORKLOAD_SCRIPT = """\
 import json, time, urllib.request, urllib.error
@@ -78,23 +78,31 @@ RESTRICTED_CONTAINER: dict[str, Any] = {
 }
 
 
-def _deployment(name: str, namespace: str, pod_spec: dict[str, Any]) -> dict[str, Any]:
-    labels = {"app": name}
+def documented_nginx(*, token: str) -> str:
+    """docs/verifier.md's nginx configuration, listening on the gateway port, with ``token``."""
+    text = documented_block("nginx")
+    assert DOCUMENTED_VERIFIER in text and DOCUMENTED_TOKEN in text, "docs/verifier.md changed shape"
+    text = text.replace(DOCUMENTED_TOKEN, token)
+    return text.replace("server {\n", f"server {{\n    listen {GATEWAY_PORT};\n", 1)
+
+
+def _deployment(name: str, namespace: str, pod_spec: dict[str, Any], **labels: str) -> dict[str, Any]:
+    labels = {"app": name, **labels}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "replicas": 1,
-            "selector": {"matchLabels": labels},
+            "selector": {"matchLabels": {"app": name}},
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
 
 
-def gateway(namespace: str, *, verifier: str) -> list[dict[str, Any]]:
-    """ConfigMap, Deployment and Service of the nginx gateway in front of ``verifier`` (host:port)."""
-    conf = NGINX_CONF.format(verifier=verifier, port=GATEWAY_PORT, locations=LOCATIONS)
+def gateway(namespace: str, *, token: str) -> list[dict[str, Any]]:
+    """Secret (the configuration, with the caller token), Deployment and Service of the gateway."""
+    conf = NGINX_CONF.format(documented=documented_nginx(token=token))
     pod = {
         "containers": [
             {
@@ -112,7 +120,7 @@ def gateway(namespace: str, *, verifier: str) -> list[dict[str, Any]]:
             }
         ],
         "volumes": [
-            {"name": "conf", "configMap": {"name": "gateway"}},
+            {"name": "conf", "secret": {"secretName": "gateway"}},
             {"name": "tmp", "emptyDir": {}},
         ],
     }
@@ -124,11 +132,11 @@ def gateway(namespace: str, *, verifier: str) -> list[dict[str, Any]]:
     }
     config = {
         "apiVersion": "v1",
-        "kind": "ConfigMap",
+        "kind": "Secret",
         "metadata": {"name": "gateway", "namespace": namespace},
-        "data": {"nginx.conf": conf},
+        "stringData": {"nginx.conf": conf},
     }
-    return [config, _deployment("gateway", namespace, pod), service]
+    return [config, _deployment("gateway", namespace, pod, **CALLER_POD_LABELS), service]
 
 
 def workload(namespace: str, *, secret: str, url: str) -> list[dict[str, Any]]:
