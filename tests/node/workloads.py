@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pmkeys.api import vocabulary as v
 from pmkeys_dev.node import IMAGES
 from tests.verifier.gateway import DOCUMENTED_TOKEN, DOCUMENTED_VERIFIER, documented_block
 
@@ -139,8 +140,9 @@ def gateway(namespace: str, *, token: str) -> list[dict[str, Any]]:
     return [config, _deployment("gateway", namespace, pod, **CALLER_POD_LABELS), service]
 
 
-def workload(namespace: str, *, secret: str, url: str) -> list[dict[str, Any]]:
-    """ConfigMap and Deployment of the workload that mounts ``secret`` and calls ``url``."""
+def workload(namespace: str, *, secret: str, url: str, restart_on: str = "") -> list[dict[str, Any]]:
+    """ConfigMap and Deployment of the workload that mounts ``secret`` and calls ``url``; with
+    ``restart_on`` (a TenantApiKey's name) it opts in to restarts after that key's rotations."""
     script = f"URL = {url!r}\n" + WORKLOAD_SCRIPT
     pod = {
         "containers": [
@@ -168,4 +170,7 @@ def workload(namespace: str, *, secret: str, url: str) -> list[dict[str, Any]]:
         "metadata": {"name": "workload", "namespace": namespace},
         "data": {"main.py": script},
     }
-    return [config, _deployment("workload", namespace, pod)]
+    deployment = _deployment("workload", namespace, pod)
+    if restart_on:
+        deployment["metadata"]["annotations"] = {v.RESTART_OPT_IN_ANNOTATION: restart_on}
+    return [config, deployment]
