@@ -80,11 +80,17 @@ def vault(env: LocalEnvironment) -> VaultView:
 
 @pytest.fixture(scope="session")
 def operator(env: LocalEnvironment) -> ServerProcess:
-    """The operator as a separate process, logging into OpenBao with its ServiceAccount."""
+    """The operator as a separate process, logging into OpenBao with its ServiceAccount; ready
+    once its own metrics say it is the active writer, so no test pays for its start-up."""
     port = free_port()
     leakscan.METRICS_URLS.append(f"http://127.0.0.1:{port}/metrics")
     return env.start_component(
-        "operator", name="operator", PMKEYS_BCRYPT_COST=TEST_BCRYPT_COST, PMKEYS_METRICS_PORT=str(port)
+        "operator",
+        name="operator",
+        ready_url=f"http://127.0.0.1:{port}/metrics",
+        ready_text="pmkeys_operator_active_writer 1.0",
+        PMKEYS_BCRYPT_COST=TEST_BCRYPT_COST,
+        PMKEYS_METRICS_PORT=str(port),
     )
 
 

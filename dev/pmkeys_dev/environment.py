@@ -105,8 +105,16 @@ class LocalEnvironment:
         return env
 
     def start_component(
-        self, component: str, *args: str, name: str | None = None, ready_url: str | None = None, **env: str
+        self,
+        component: str,
+        *args: str,
+        name: str | None = None,
+        ready_url: str | None = None,
+        ready_text: str = "",
+        **env: str,
     ) -> ServerProcess:
+        """Start ``pmkeys <component>``; with ``ready_url``, wait until it answers 200 (and its
+        body contains ``ready_text``)."""
         proc = ServerProcess(
             name or component,
             [sys.executable, "-m", "pmkeys", component, *args],
@@ -116,7 +124,12 @@ class LocalEnvironment:
         proc.start()
         self.components.append(proc)
         if ready_url:
-            proc.wait_ready(lambda: httpx.get(ready_url, timeout=1).status_code == 200, timeout=60)
+
+            def ready() -> bool:
+                answer = httpx.get(ready_url, timeout=1)
+                return answer.status_code == 200 and ready_text in answer.text
+
+            proc.wait_ready(ready, timeout=60)
         return proc
 
     def kubeconfig_for_token(self, token: str, path: Path) -> Path:
