@@ -216,6 +216,33 @@ def write_token_files(api: client.ApiClient, directory: Path) -> dict[str, Path]
     return files
 
 
+def wait_until_keys_admitted(api: client.ApiClient, *, timeout: float = 120) -> float:
+    """Wait until the API server admits a TenantApiKey again (a server-side dry run), and return
+    how long that took.
+
+    After a restart kube-apiserver answers /readyz before it serves custom resources (503 "Resource
+    kind ... not found") and before its admission policies have loaded their parameter kinds (422):
+    seen here for about 30 s. Clients retry through that; the fault tests wait for it once, so
+    they measure the operator's recovery rather than the API server's start.
+    """
+    custom = client.CustomObjectsApi(api)
+    probe = {
+        "apiVersion": f"{v.GROUP}/{v.VERSION}",
+        "kind": v.KIND,
+        "metadata": {"name": "admission-probe", "namespace": "default"},
+        "spec": {"tenant": "admission-probe", "scopes": ["send_email"]},
+    }
+    started = time.monotonic()
+    while True:
+        try:
+            custom.create_namespaced_custom_object(v.GROUP, v.VERSION, "default", v.PLURAL, probe, dry_run="All")
+            return time.monotonic() - started
+        except ApiException as exc:
+            if exc.status not in (422, 503) or time.monotonic() - started > timeout:
+                raise
+        time.sleep(0.5)
+
+
 def tenant_namespace(api: client.ApiClient, name: str, tenant: str) -> None:
     body = {"metadata": {"name": name, "labels": {"penguinmails.io/tenant": tenant}}}
     try:

@@ -132,6 +132,12 @@ class LocalEnvironment:
             proc.wait_ready(ready, timeout=60)
         return proc
 
+    def restart_apiserver(self) -> float:
+        """Restart kube-apiserver (fault tests) and wait until it admits TenantApiKeys again;
+        returns the seconds that took after /readyz."""
+        self.controlplane.restart_apiserver()
+        return bootstrap.wait_until_keys_admitted(api_client(str(self.kubeconfig)))
+
     def kubeconfig_for_token(self, token: str, path: Path) -> Path:
         """A kubeconfig for the same cluster that authenticates with ``token`` (least-privilege runs)."""
         config = yaml.safe_load(self.kubeconfig.read_text())

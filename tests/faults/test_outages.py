@@ -95,7 +95,7 @@ def test_api_server_restart(
     control.start()
     fkube.create_key(key("before", ftenant))
     fkube.wait_phase(ftenant, "before", "Active")
-    fault_env.controlplane.restart_apiserver()
+    fault_env.restart_apiserver()
     fkube.create_key(key("after", ftenant))
     fkube.patch_key(ftenant, "before", {"spec": {"scopes": ["send_email", "read_analytics"]}})
     fkube.wait_phase(ftenant, "after", "Active", timeout=90)

@@ -178,7 +178,7 @@ def test_api_server_restart_keeps_a_ready_verifier(
     with Load([a, b], steady, rps=20) as load, ReadinessSampler([a, b]) as readiness:
         time.sleep(2)
         restart_started = time.monotonic()
-        fault_env.controlplane.restart_apiserver()
+        fault_env.restart_apiserver()
         restart_took = time.monotonic() - restart_started
         time.sleep(3)
     violations: list[str] = []
