@@ -14,6 +14,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from pmkeys.api import vocabulary as v
+from pmkeys.reconcile.plans import QUOTA_NAME
 from pmkeys_dev import binaries
 
 T = TypeVar("T")
@@ -33,6 +34,18 @@ def wait_for(probe: Callable[[], T], *, timeout: float = 30, interval: float = 0
                 return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def plan_quota_counted(kube: Kube, namespace: str) -> bool:
+    """Whether the quota controller has counted the plan's key quota once: until it has, the API
+    server refuses every key in the namespace ("status unknown for quota")."""
+    try:
+        quota = kube.core.read_namespaced_resource_quota(QUOTA_NAME, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return bool(quota.status and quota.status.hard and quota.status.used is not None)
 
 
 class Kube:

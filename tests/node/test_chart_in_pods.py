@@ -29,7 +29,7 @@ from pmkeys.api import vocabulary as v
 from pmkeys_dev.nodeenv import SYSTEM_NAMESPACE, NodeEnvironment
 from tests import invariants
 from tests.builders import key
-from tests.kube import Kube, wait_for
+from tests.kube import Kube, plan_quota_counted, wait_for
 from tests.node import workloads
 from tests.node.conftest import CHART, RELEASE, Release, release_values, wait_rollout
 from tests.vaultview import VaultView
@@ -74,6 +74,8 @@ def tenant_namespace(env: NodeEnvironment, kube: Kube) -> str:
         "spec": {"tier": "pro"},
     }
     kube.apply(plan).check_returncode()
+    # The operator creates the plan's key quota; keys are refused until it has been counted once.
+    wait_for(lambda: plan_quota_counted(kube, name), timeout=90, what="the plan's quota, counted")
     return name
 
 

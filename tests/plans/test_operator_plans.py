@@ -9,14 +9,13 @@ import time
 from typing import Any
 
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from pmkeys.api import vocabulary as v
 from pmkeys.reconcile.plans import QUOTA_NAME
 from pmkeys.vault.records import KeyRecord
 from pmkeys_dev.processes import ServerProcess
 from tests.builders import key
-from tests.kube import Kube, wait_for
+from tests.kube import Kube, plan_quota_counted, wait_for
 from tests.plans.conftest import TenantAdmin, plan
 from tests.vaultview import VaultView
 
@@ -28,17 +27,7 @@ def set_plan(kube: Kube, namespace: str, **spec: Any) -> None:
     quota controller has counted once, creating a key answers "status unknown for quota")."""
     result = kube.apply(plan(namespace, **spec))
     assert result.returncode == 0, result.stderr
-    wait_for(lambda: quota_counted(kube, namespace), timeout=60, what="the plan's quota, counted")
-
-
-def quota_counted(kube: Kube, namespace: str) -> bool:
-    try:
-        quota = kube.core.read_namespaced_resource_quota(QUOTA_NAME, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return bool(quota.status and quota.status.hard and quota.status.used is not None)
+    wait_for(lambda: plan_quota_counted(kube, namespace), timeout=60, what="the plan's quota, counted")
 
 
 def record(vault: VaultView, kube: Kube, namespace: str, name: str) -> KeyRecord:
