@@ -144,7 +144,7 @@ def demo(args: argparse.Namespace) -> None:
     _wait_settled(api, "acme")
     print()
     subprocess.run([*kubectl, "get", "tenantapikeys", "-n", "acme"], check=True)
-    print("\nAudit trail (Events):")
+    print("\nKubernetes Events:")
     subprocess.run([*kubectl, "get", "events", "-n", "acme", "--sort-by=.lastTimestamp"], check=True)
     if "verifier" in urls:
         _show_verification(api, urls["verifier"], CALLER_TOKEN)
