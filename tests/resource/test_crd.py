@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pmkeys.api import crd
+from pmkeys_dev.processes import ServerProcess
 from tests.builders import key, with_spec
 from tests.kube import Kube
 
@@ -156,8 +157,9 @@ def test_defaults_are_explicit_in_the_stored_object(kube: Kube, tenant: str) -> 
     assert spec["secret"] == {"labels": {}, "annotations": {}}
 
 
-def test_printer_columns(kube: Kube, tenant: str) -> None:
+def test_printer_columns(kube: Kube, tenant: str, operator: ServerProcess) -> None:
     assert kube.apply(key("columns", tenant, tier="pro")).returncode == 0
+    kube.wait_phase(tenant, "columns", "Active")  # the tier column shows the tier in force (status)
     out = kube.kubectl("get", "tak", "-n", tenant).stdout
     header = out.splitlines()[0].split()
     assert header == ["NAME", "TENANT", "TIER", "PHASE", "PREFIX", "LAST-USED", "AGE"]

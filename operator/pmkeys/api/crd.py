@@ -102,7 +102,7 @@ def status_schema() -> dict[str, Any]:
 def printer_columns() -> list[dict[str, Any]]:
     return [
         {"name": "Tenant", "type": "string", "jsonPath": ".spec.tenant"},
-        {"name": "Tier", "type": "string", "jsonPath": ".spec.tier"},
+        {"name": "Tier", "type": "string", "jsonPath": ".status.tier"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Prefix", "type": "string", "jsonPath": ".status.displayPrefix"},
         {"name": "Last-Used", "type": "date", "jsonPath": ".status.usage.lastUsedAt"},
