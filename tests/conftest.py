@@ -12,6 +12,7 @@ cgroup, hard-wired directory, sysctl change or detached process (containerd shim
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -50,6 +51,22 @@ def env() -> Iterator[LocalEnvironment]:
         environment.cleanup()
         assert not leftovers, f"processes left behind: {leftovers}"
         assert not environment.workdir.exists()
+    assert not findings, "plaintext keys leaked: " + "; ".join(map(str, findings))
+
+
+@contextlib.contextmanager
+def scanned_environment(**options: str) -> Iterator[LocalEnvironment]:
+    """An environment of its own (for a module that restarts or breaks servers), stopped at the
+    end and leak-scanned like the session's."""
+    environment = LocalEnvironment(**options)
+    findings: list[leakscan.Finding] = []
+    try:
+        environment.start()
+        yield environment
+        findings = leak_scan(environment)
+    finally:
+        environment.stop()
+        environment.cleanup()
     assert not findings, "plaintext keys leaked: " + "; ".join(map(str, findings))
 
 

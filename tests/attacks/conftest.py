@@ -23,18 +23,10 @@ from tests.vaultview import VaultView
 
 @pytest.fixture(scope="module")
 def own_env() -> Iterator[LocalEnvironment]:
-    from tests.conftest import leak_scan
+    from tests.conftest import scanned_environment
 
-    environment = LocalEnvironment()
-    findings = []
-    try:
-        environment.start()
+    with scanned_environment() as environment:
         yield environment
-        findings = leak_scan(environment)
-    finally:
-        environment.stop()
-        environment.cleanup()
-    assert not findings, "plaintext keys leaked: " + "; ".join(map(str, findings))
 
 
 @pytest.fixture(scope="module")

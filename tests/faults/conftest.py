@@ -58,18 +58,10 @@ class OperatorControl:
 
 @pytest.fixture(scope="module")
 def fault_env() -> Iterator[LocalEnvironment]:
-    from tests.conftest import leak_scan
+    from tests.conftest import scanned_environment
 
-    environment = LocalEnvironment(bao_mode="raft")
-    findings = []
-    try:
-        environment.start()
+    with scanned_environment(bao_mode="raft") as environment:
         yield environment
-        findings = leak_scan(environment)
-    finally:
-        environment.stop()
-        environment.cleanup()
-    assert not findings, "plaintext keys leaked: " + "; ".join(map(str, findings))
 
 
 @pytest.fixture(scope="module")
