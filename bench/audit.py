@@ -9,10 +9,13 @@ server (key records for the in-process verifier), nothing else.
 * append: one record through ``AuditLog.record`` (the operator's and the UI's call), sequential
   and from 4 writer threads at once (the head-row lock serialises them); set against one bcrypt
   hash at cost 12, the dominant cost of issuing a key, which issuance pays anyway.
-* verify hot path: an in-process :class:`~pmkeys.verify.verifier.Verifier` with and without
-  the failure tally (``failures=``), alternating A/B rounds on one core: cached valid keys
-  (the tally is not touched), wrong-scope refusals of a valid key and unknown keys answered from
-  the negative cache (both tallied). Bar: the tally costs under 5% on each path.
+* verify hot path: what a caller of the verifier waits for, ``Verifier.verify`` end to end in
+  process (the HTTP service adds its own, much larger, cost around the same call), on one core,
+  in alternating rounds of three verifiers: without the failure tally, with the tally as it was
+  (``before``: :class:`LegacyTally`) and with the tally as it is (``after``). Paths: cached
+  valid keys (the tally is not touched), wrong-scope refusals of a valid key and unknown keys
+  answered from the negative cache (both tallied). Bar: the tally costs under 5% of the failure
+  path (``failure_overhead_pct``, the worse of the two refusals).
 * chain check: ``AuditReader.verify`` over the appended records, records per second.
 * a busy tenant's year: ``--rows`` synthetic rows over 400 days and 50 tenants, one tenant with a
   fifth of them; the newest 100 of that tenant, its reveals in a 30-day window, one key's trail.
@@ -30,12 +33,13 @@ import statistics
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import bcrypt
 import psycopg
 
 from pmkeys.api.vocabulary import Environment
-from pmkeys.audit.failures import FailureRecorder
+from pmkeys.audit.failures import MAX_CLIENTS, MINUTE, FailureRecorder, FailureTally, KeyFacts
 from pmkeys.audit.records import Action, Actor, ActorSource, AuditEvent, Outcome
 from pmkeys.audit.store import AuditLog, AuditReader, Query
 from pmkeys.config import VaultSettings
@@ -52,8 +56,10 @@ from verify import write_keys
 APPENDS = 1000
 WRITERS = 4
 HOT_BAR = 0.05
-#: Alternating A/B rounds per path; the median of each side is compared.
-ROUNDS = 10
+#: Alternating rounds per path (without, before, after); the median of each is compared.
+ROUNDS = 30
+#: The refusals that reach the tally; the cost figure is the worst of them.
+FAILURE_PATHS = ("scope_missing", "unknown_key")
 
 
 def _event(n: int) -> AuditEvent:
@@ -102,20 +108,58 @@ def appends(pg: PostgresServer) -> dict[str, float]:
 
 
 async def _rate(call: Callable[[], Awaitable[object]], seconds: float) -> float:
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
+    """Calls per CPU second of this thread (the event loop's: the verifier's background tasks
+    run in it too, so their cost is in the figure). CPU time, not wall time: other processes on
+    a shared core take the core away at random, which wall time would count as ours. The loop
+    yields every 256 calls, as a server's does between requests."""
+    done, started = 0, time.thread_time()
+    while time.thread_time() - started < seconds:
         for _ in range(256):
             await call()
         done += 256
-    return done / (time.perf_counter() - started)
+        await asyncio.sleep(0)
+    return done / (time.thread_time() - started)
+
+
+class LegacyTally(FailureTally):
+    """The tally as it was before (a clock read and a bucket update per failure), so one run
+    measures before and after on the same machine at the same load."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._buckets: dict[tuple[int, str, str], list[Any]] = {}
+
+    def add(self, reason: str, client: str | None, key: KeyFacts | None = None) -> None:
+        slot = (int(self.clock() // MINUTE), key.key_id if key else "", reason)
+        bucket = self._buckets.get(slot)
+        if bucket is None:
+            bucket = self._buckets[slot] = [key, 0, {}]
+        bucket[1] += 1
+        clients = bucket[2]
+        client = client or ""
+        seen = clients.get(client)
+        if seen is not None:
+            clients[client] = seen + 1
+        elif len(clients) < MAX_CLIENTS:
+            clients[client] = 1
+
+
+def _recorder(pg: PostgresServer, tally: FailureTally) -> FailureRecorder:
+    recorder = FailureRecorder(AuditLog(pg.component_dsn("verifier"), component="verifier"))
+    recorder.tally = tally
+    return recorder
 
 
 async def hot_path(store: KeyStore, keys: list[str], pg: PostgresServer, seconds: float) -> dict[str, float]:
-    plain = Verifier(store)
-    recorder = FailureRecorder(AuditLog(pg.component_dsn("verifier"), component="verifier"), every_seconds=3600)
-    audited = Verifier(KeyStore(store.session), failures=recorder)
+    """The verifier's whole answer, in process, without the audit tally, with the tally as it
+    was (``before``) and with the tally as it is (``after``), in alternating rounds."""
+    variants = {
+        "without": Verifier(store),
+        "before": Verifier(KeyStore(store.session), failures=_recorder(pg, LegacyTally())),
+        "after": Verifier(KeyStore(store.session), failures=_recorder(pg, FailureTally())),
+    }
     unknown = material.generate(Environment.LIVE).value
-    for v in (plain, audited):
+    for v in variants.values():
         await v.start()
         for key in keys:
             assert (await v.verify(key, "send_email")).allowed
@@ -128,18 +172,33 @@ async def hot_path(store: KeyStore, keys: list[str], pg: PostgresServer, seconds
     figures: dict[str, float] = {}
     try:
         for name, call in paths.items():
-            rounds: dict[str, list[float]] = {"off": [], "on": []}
-            for _ in range(ROUNDS):
-                for label, v in (("off", plain), ("on", audited)):
-                    rounds[label].append(await _rate(lambda v=v, call=call: call(v), seconds / ROUNDS))
-            off, on = statistics.median(rounds["off"]), statistics.median(rounds["on"])
-            figures[f"{name}_per_s_without_tally"] = off
-            figures[f"{name}_per_s_with_tally"] = on
-            figures[f"{name}_tally_cost_pct"] = 100 * (off - on) / off
+            figures.update(await _compare(name, variants, call, seconds / ROUNDS))
+        recorder = variants["after"].failures
+        assert recorder is not None
         figures["failure_records_written"] = await recorder.flush(everything=True)
     finally:
-        await plain.close()
-        await audited.close()
+        for v in variants.values():
+            await v.close()
+    return figures
+
+
+async def _compare(
+    name: str, variants: dict[str, Verifier], call: Callable[[Verifier], Awaitable[object]], seconds: float
+) -> dict[str, float]:
+    """Paired rounds: each round runs every variant once, in an order that rotates, and the
+    figure is the median over rounds of each variant's time per call against the untallied
+    one's in the same round, so a load that changes during the run cancels out."""
+    times: dict[str, list[float]] = {label: [] for label in variants}
+    labels = list(variants)
+    for n in range(ROUNDS):
+        for label in labels[n % 3 :] + labels[: n % 3]:
+            v = variants[label]
+            times[label].append(1 / await _rate(lambda v=v: call(v), seconds))
+    figures = {f"{name}_us_without_tally": 1e6 * statistics.median(times["without"])}
+    for label in ("before", "after"):
+        ratios = [t / base for t, base in zip(times[label], times["without"], strict=True)]
+        figures[f"{name}_us_tally_{label}"] = 1e6 * statistics.median(times[label])
+        figures[f"{name}_tally_cost_pct_{label}"] = 100 * (statistics.median(ratios) - 1)
     return figures
 
 
@@ -214,9 +273,15 @@ def main() -> int:
         pg.cleanup()
     for key, value in figures.items():
         print(f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}")
-    worst = max(figures[f"{p}_tally_cost_pct"] for p in ("valid", "scope_missing", "unknown_key"))
-    print(f"hot_path_bar_pct={HOT_BAR * 100:.0f} worst_tally_cost_pct={worst:.2f}")
-    return 1 if args.check and worst > HOT_BAR * 100 else 0
+    worst = {label: max(figures[f"{p}_tally_cost_pct_{label}"] for p in FAILURE_PATHS) for label in ("before", "after")}
+    print(f"failure_overhead_pct_before={worst['before']:.2f}")
+    # The valid path does not reach the tally: its difference is the measurement's noise.
+    noise = max(abs(figures[f"valid_tally_cost_pct_{label}"]) for label in ("before", "after"))
+    print(
+        f"failure_overhead_pct={worst['after']:.2f} bar_pct={HOT_BAR * 100:.0f} "
+        f"ratio_to_bar={worst['after'] / (HOT_BAR * 100):.2f} noise_floor_pct={noise:.2f}"
+    )
+    return 1 if args.check and worst["after"] > HOT_BAR * 100 else 0
 
 
 if __name__ == "__main__":
