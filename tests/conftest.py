@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from pmkeys.kubeclient import api_client
-from pmkeys_dev import bootstrap, hostnet
+from pmkeys_dev import bootstrap, hostnet, postgres
 from pmkeys_dev.environment import LocalEnvironment
 from pmkeys_dev.processes import ServerProcess, free_port, pid_alive
 from tests import leakscan
@@ -138,7 +138,8 @@ __all__ = ["Kube", "Path", "VaultView", "issued_keys", "wait_for"]
 
 
 def _our_temp_dirs() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("pmkeys-*"))
+    # PostgreSQL's, as root, live in the shared /tmp under a name that carries ours.
+    return set(Path(tempfile.gettempdir()).glob("pmkeys-*")) | set(postgres.workdirs_outside_tempdir())
 
 
 _HOST: dict[str, hostnet.HostSnapshot] = {}

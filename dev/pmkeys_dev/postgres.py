@@ -6,7 +6,10 @@ components and find every record still there.
 
 PostgreSQL refuses to run as root. When we are root (CI), the server runs as the Debian
 package's ``postgres`` user through ``setpriv``, in a directory that user owns outside our
-private temp dir (which is mode 0700). Passwords are random per environment; the roles are
+private temp dir (which is mode 0700); its name carries the temp dir's, so the test session's
+leftover check (:func:`workdirs_outside_tempdir`) finds a server that was not cleaned up.
+:meth:`PostgresServer.stop` keeps the data (a restart finds every record);
+:meth:`PostgresServer.cleanup` stops and removes the directory. Passwords are random per environment; the roles are
 the audit store's least-privilege ones (see ``pmkeys.audit.schema``): one login per
 component, plus an admin that only the environment itself (and tamper tests) use.
 """
@@ -58,10 +61,30 @@ def _run_as() -> tuple[list[str], int | None]:
     return prefix, user.pw_uid
 
 
+SHARED_TMP = Path("/tmp")
+
+
+def _workdir_prefix() -> str:
+    """``pmkeys-postgres-`` and, in the shared /tmp, the name of the temp dir we would have
+    used, so the run that owns that temp dir (a test session) can find its servers' leftovers."""
+    if os.geteuid() != 0:
+        return "pmkeys-postgres-"
+    owner = Path(tempfile.gettempdir())
+    return "pmkeys-postgres-" if owner == SHARED_TMP else f"pmkeys-postgres-{owner.name.removeprefix('pmkeys-')}-"
+
+
 def _workdir() -> Path:
     # Root's private temp dir (0700) is closed to the postgres user: use the shared /tmp then.
-    parent = "/tmp" if os.geteuid() == 0 else None
-    return Path(tempfile.mkdtemp(prefix="pmkeys-postgres-", dir=parent))
+    parent = str(SHARED_TMP) if os.geteuid() == 0 else None
+    return Path(tempfile.mkdtemp(prefix=_workdir_prefix(), dir=parent))
+
+
+def workdirs_outside_tempdir() -> list[Path]:
+    """The working directories of servers started with this temp dir that live outside it (in
+    the shared /tmp, when we are root): a leftover check looks in the temp dir and here."""
+    if os.geteuid() != 0 or Path(tempfile.gettempdir()) == SHARED_TMP:
+        return []
+    return sorted(SHARED_TMP.glob(_workdir_prefix() + "*"))
 
 
 @dataclass

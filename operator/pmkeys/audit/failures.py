@@ -24,7 +24,8 @@ Memory is bounded whatever arrives: at most :data:`MAX_SLOTS` distinct (reason, 
 per minute; past that a failure is still counted, without its client, per (reason, key id) in
 at most :data:`MAX_OVERFLOW` slots, and past that it is only counted as dropped. The dropped
 count is written as a record of its own (reason :data:`DROPPED_REASON`), so a count is exact
-unless both bounds were hit, and the trail says when they were.
+unless both bounds were hit, and the trail says when they were (``count_exact``). Finished
+minutes wait for the writer at most :data:`MAX_HELD_MINUTES`, whatever the flush period.
 
 Records of minutes not yet written are written when the verifier stops (``Verifier.close``
 cancels :meth:`FailureRecorder.run`, which writes everything tallied, the current minute too);
@@ -53,6 +54,8 @@ MAX_SLOTS = 10_000
 #: Distinct (reason, key) counted without a client once MAX_SLOTS is reached.
 MAX_OVERFLOW = 10_000
 DROPPED_REASON = "not_tallied"
+#: Finished minutes held before they are written whatever ``every_seconds`` says.
+MAX_HELD_MINUTES = 5
 MINUTE = 60
 
 
@@ -139,6 +142,11 @@ class FailureTally:
             self._finished.append(self._minute)
             self._minute = _Minute(now)
             self._slots = self._minute.slots
+
+    @property
+    def held_minutes(self) -> int:
+        """Finished minutes not drained yet."""
+        return len(self._finished)
 
     def seconds_to_next_minute(self) -> float:
         return MINUTE - self.clock() % MINUTE
@@ -245,7 +253,7 @@ class FailureRecorder:
                 wait = min(self.tally.seconds_to_next_minute(), next_write - loop.time())
                 await asyncio.sleep(max(wait, 0.0) + 0.001)
                 self.tally.roll()
-                if loop.time() >= next_write:
+                if loop.time() >= next_write or self.tally.held_minutes >= MAX_HELD_MINUTES:
                     next_write = loop.time() + self.every_seconds
                     await self.flush()
         except asyncio.CancelledError:
