@@ -5,15 +5,19 @@ records whose bcrypt hashes are at ``--cost``, 12 by default as in production) a
 replicas A and B sharing Redis. Every key is used once through A (A proves it with bcrypt and
 leaves a receipt) and once through B. Then traffic runs on all keys (``--workers`` clients,
 cycling over every key, to the ready replicas in turn — what a Service does), and B is replaced:
-a new replica C starts, traffic goes to C (and no more to B) as soon as its /readyz answers 200,
-B gets SIGTERM; then
-every key is sent to C once (``--concurrency`` at a time) until each has had a 2xx answer.
+a new replica C starts, traffic goes to C as soon as its /readyz answers 200, and B gets SIGTERM
+— and, as in a cluster, B stays in the rotation for ``--endpoint-lag`` seconds more (the time
+endpoints, kube-proxy and gateways take to notice: they are told at the same moment as the pod),
+then leaves it; then every key is sent to C once (``--concurrency`` at a time) until each has had
+a 2xx answer. Every replica drains for ``--drain-seconds`` on SIGTERM (``PMKEYS_DRAIN_SECONDS``,
+5 in the chart; 0 is the behaviour before the drain: stop accepting at once).
 
 Figures:
 
 * ``all_served_s``: from C's start until C has answered 2xx for every key (bar: < 10 s);
-  ``ready_s`` of that is C's start-up (B leaves the rotation when C is ready, then stops, as in
-  a rolling update with ``maxUnavailable: 0``);
+  ``ready_s`` of that is C's start-up (B gets SIGTERM when C is ready, as in a rolling update
+  with ``maxUnavailable: 0``: until then B serves every key), ``served_after_ready_s`` the rest,
+  from C's first request on;
 * ``non2xx`` / ``requests`` during the replacement, on both replicas (bar: < 0.1%);
 * ``new_bcrypt``: bcrypt calls in C (bar: 0 for keys already proven), and the bcrypt CPU that
   cost (calls times the measured time of one check at ``--cost``), against what C would have spent
@@ -33,7 +37,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -80,7 +86,7 @@ class Tally:
             self.non2xx += 1
 
 
-def start_verifier(env: LocalEnvironment, redis: RedisServer, name: str, *, prefix: str) -> Replica:
+def start_verifier(env: LocalEnvironment, redis: RedisServer, name: str, *, prefix: str, drain: float) -> Replica:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = env.start_component(
@@ -93,6 +99,7 @@ def start_verifier(env: LocalEnvironment, redis: RedisServer, name: str, *, pref
         PMKEYS_LOG_LEVEL="WARNING",
         PMKEYS_FAILED_ATTEMPTS_PER_MINUTE="100000",
         PMKEYS_CALLER_TOKENS=json.dumps({"bench": CALLER_TOKEN}),
+        PMKEYS_DRAIN_SECONDS=str(drain),
     )
     return Replica(name, proc, url, ready=False)
 
@@ -160,6 +167,18 @@ async def background(
     await asyncio.gather(*(worker() for _ in range(workers)))
 
 
+async def terminate(replica: Replica, *, endpoint_lag: float) -> float:
+    """SIGTERM to ``replica``; traffic keeps reaching it for ``endpoint_lag`` seconds, as from
+    endpoints that have not caught up yet. Returns the seconds until the process exited."""
+    sent = time.perf_counter()
+    os.killpg(replica.proc.pid or 0, signal.SIGTERM)
+    await asyncio.sleep(endpoint_lag)
+    replica.ready = False
+    while replica.proc.running():
+        await asyncio.sleep(0.05)
+    return time.perf_counter() - sent
+
+
 def bcrypt_check_seconds(cost: int) -> float:
     hashed = hashes(1, cost)[0].encode()
     started = time.process_time()
@@ -173,8 +192,8 @@ async def replace(
     limits = httpx.Limits(max_connections=args.concurrency + 64, max_keepalive_connections=args.concurrency + 64)
     headers = {"X-Pmkeys-Caller-Token": CALLER_TOKEN}
     async with httpx.AsyncClient(limits=limits, headers=headers) as http, httpx.AsyncClient() as control:
-        a = start_verifier(env, redis, "verifier-a", prefix="bench")
-        b = start_verifier(env, redis, "verifier-b", prefix="bench")
+        a = start_verifier(env, redis, "verifier-a", prefix="bench", drain=args.drain_seconds)
+        b = start_verifier(env, redis, "verifier-b", prefix="bench", drain=args.drain_seconds)
         await asyncio.gather(wait_ready(a, control), wait_ready(b, control))
         warm = Tally()
         started = time.perf_counter()
@@ -200,24 +219,24 @@ async def replace(
 
         stop = asyncio.Event()
         traffic = asyncio.ensure_future(background(http, replicas, keys, args.workers, during, stop))
-        # A rolling update with maxUnavailable 0 (two replicas): the new pod first, the old one
-        # leaves the endpoints once the new one is ready, then gets SIGTERM.
+        # A rolling update with maxUnavailable 0 (two replicas): the new pod first; once it is
+        # ready the old one gets SIGTERM and, at the same moment, starts leaving the endpoints,
+        # which traffic notices only after the endpoint lag.
         killed = time.perf_counter()
         print("replacing B", flush=True)
         prefix = "baseline" if args.baseline else "bench"
-        c = start_verifier(env, redis, "verifier-c", prefix=prefix)
+        c = start_verifier(env, redis, "verifier-c", prefix=prefix, drain=args.drain_seconds)
         c_cpu_start = cpu_seconds(c.proc.pid or 0)
         await wait_ready(c, control)
         ready_s = time.perf_counter() - killed
         replicas.append(c)
-        b.ready = False
-        stopping = asyncio.get_running_loop().run_in_executor(None, b.proc.stop)
-        print(f"C ready after {ready_s:.1f}s; B stopping; sending every key to C", flush=True)
+        stopping = asyncio.ensure_future(terminate(b, endpoint_lag=args.endpoint_lag))
+        print(f"C ready after {ready_s:.1f}s; B got SIGTERM; sending every key to C", flush=True)
         await sweep(http, c, keys, args.concurrency, during)
         all_served = time.perf_counter() - killed
         stop.set()
         await traffic
-        await stopping
+        b_exit_s = await stopping
         new_bcrypt = c.metric("pmkeys_verifier_bcrypt_checks_total")
         vault_reads = c.metric("pmkeys_verifier_vault_request_duration_seconds_count")
         vault_seconds = c.metric("pmkeys_verifier_vault_request_duration_seconds_sum")
@@ -228,6 +247,7 @@ async def replace(
         return {
             "ready_s": ready_s,
             "all_served_s": all_served,
+            "served_after_ready_s": all_served - ready_s,
             "requests": during.requests,
             "non2xx": during.non2xx,
             "statuses": json.dumps(during.statuses),  # type: ignore[dict-item]
@@ -236,6 +256,7 @@ async def replace(
             "new_rss_mb": c_rss,
             "vault_reads": vault_reads,
             "vault_mean_ms": 1000 * vault_seconds / max(1, vault_reads),
+            "old_exit_s": b_exit_s,
         }
 
 
@@ -247,6 +268,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--steady-seconds", type=float, default=10)
     parser.add_argument("--baseline", action="store_true", help="the new replica gets no receipts")
+    parser.add_argument(
+        "--drain-seconds", type=float, default=5, help="PMKEYS_DRAIN_SECONDS of every replica (0: no drain)"
+    )
+    parser.add_argument(
+        "--endpoint-lag", type=float, default=2, help="seconds the old replica still gets traffic after SIGTERM"
+    )
     args = parser.parse_args()
     env = LocalEnvironment()
     redis = RedisServer()
@@ -268,7 +295,8 @@ def main() -> None:
         pct = 100 * result["non2xx"] / max(1, result["requests"])
         print(
             f"replacement: C ready {result['ready_s']:.1f}s after its start, every key served by C "
-            f"{result['all_served_s']:.1f}s after it (bar < 10 s); {result['non2xx']:.0f} of "
+            f"{result['all_served_s']:.1f}s after it (bar < 10 s), {result['served_after_ready_s']:.1f}s after "
+            "it took traffic; {result['non2xx']:.0f} of "
             f"{result['requests']:.0f} answers not 2xx ({pct:.3f}%, bar < 0.1%) {result['statuses']}",
             flush=True,
         )
@@ -286,13 +314,15 @@ def main() -> None:
         )
         print(
             f"keys={args.keys} cost={args.cost} baseline={int(args.baseline)} ready_s={result['ready_s']:.1f} "
-            f"all_served_s={result['all_served_s']:.1f} non2xx={result['non2xx']:.0f} "
+            f"all_served_s={result['all_served_s']:.1f} served_after_ready_s={result['served_after_ready_s']:.1f} "
+            f"non2xx={result['non2xx']:.0f} "
             f"requests={result['requests']:.0f} "
             f"non2xx_pct={pct:.3f} new_bcrypt={result['new_bcrypt']:.0f} "
             f"new_bcrypt_cpu_s={result['new_bcrypt'] * per_check:.1f} "
             f"bcrypt_cpu_without_receipts_s={args.keys * per_check:.0f} new_cpu_s={result['new_cpu_s']:.1f} "
             f"new_rss_mb={result['new_rss_mb']:.0f} vault_reads={result['vault_reads']:.0f} "
-            f"vault_mean_ms={result['vault_mean_ms']:.0f}"
+            f"vault_mean_ms={result['vault_mean_ms']:.0f} drain_s={args.drain_seconds:g} "
+            f"endpoint_lag_s={args.endpoint_lag:g} old_exit_s={result['old_exit_s']:.1f}"
         )
     finally:
         redis.cleanup()

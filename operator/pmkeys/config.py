@@ -165,6 +165,9 @@ class VerifierSettings(_Settings):
     #: Largest request body (bytes) and header block the HTTP service accepts (413 / 431 beyond).
     max_body_bytes: int = Field(default=4096, ge=256)
     max_header_bytes: int = Field(default=16384, ge=1024)
+    #: On SIGTERM: seconds out of readiness but still serving before shutting down, so
+    #: endpoints and gateways catch up (pmkeys.verify.draining); 0 = stop at once. The chart sets 5.
+    drain_seconds: float = Field(default=0.0, ge=0, le=300)
 
 
 class UiSettings(_Settings):

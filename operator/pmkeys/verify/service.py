@@ -64,6 +64,7 @@ from pmkeys.config import VerifierSettings
 from pmkeys.redaction import uvicorn_level
 from pmkeys.verify import headers as h
 from pmkeys.verify.callers import ANONYMOUS, SCOPE_KEY, CallerAuth, CallerConfigError, CallerTokens
+from pmkeys.verify.draining import GRACEFUL_SHUTDOWN_SECONDS, Drain, DrainingServer, closing_while_draining
 from pmkeys.verify.gateway import AUTHZ_METHODS, AUTHZ_PREFIX, Gateway, peer
 from pmkeys.verify.metrics import VerifierCollector
 from pmkeys.verify.openapi import document
@@ -81,12 +82,18 @@ StartupRefused = (CallerConfigError, RouteError)
 class _Holder:
     verifier: Verifier
 
+    def __init__(self, drain: Drain) -> None:
+        self.drain = drain
 
-def create_app(settings: VerifierSettings, *, factory: Callable[[], Verifier] | None = None) -> FastAPI:
-    """The FastAPI application; the verifier is built and started in its lifespan."""
+
+def create_app(
+    settings: VerifierSettings, *, factory: Callable[[], Verifier] | None = None, drain: Drain | None = None
+) -> FastAPI:
+    """The FastAPI application; the verifier is built and started in its lifespan. While
+    ``drain`` is on, ``/readyz`` answers 503 (check ``serving``)."""
     routes = RouteMap.parse(settings.routes)
     gateway = Gateway(settings, routes)
-    held = _Holder()
+    held = _Holder(drain or Drain(settings.drain_seconds))
 
     app = FastAPI(
         title="pmkeys verifier",
@@ -142,6 +149,7 @@ def _lifespan(
         collector = VerifierCollector(verifier)
         REGISTRY.register(collector)
         held.verifier = verifier
+        held.drain.armed = True  # serving from now on: SIGTERM drains
         # Everything alive now (modules, clients, settings) lives as long as the process: keep
         # it out of the cyclic collector's full passes, which would otherwise pause requests.
         gc.collect()
@@ -150,6 +158,7 @@ def _lifespan(
         try:
             yield
         finally:
+            held.drain.armed = False
             REGISTRY.unregister(collector)
             await verifier.close()
 
@@ -187,7 +196,7 @@ def _add_operations(app: FastAPI, held: _Holder) -> None:
     @app.get("/readyz", tags=["operations"])
     async def readyz() -> Response:
         verifier = held.verifier
-        checks = verifier.readiness()
+        checks = verifier.readiness() | {"serving": not held.drain.draining}
         ready = all(checks.values())
         return json_response({"ready": ready, "checks": checks, **verifier.describe()}, 200 if ready else 503)
 
@@ -196,19 +205,25 @@ def _add_operations(app: FastAPI, held: _Holder) -> None:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-def asgi(settings: VerifierSettings, *, factory: Callable[[], Verifier] | None = None) -> Any:
-    """The application behind its caller authentication and size limits (what uvicorn serves)."""
+def asgi(
+    settings: VerifierSettings, *, factory: Callable[[], Verifier] | None = None, drain: Drain | None = None
+) -> Any:
+    """The application behind its caller authentication and size limits, closing keep-alive
+    connections while ``drain`` is on (what uvicorn serves)."""
+    drain = drain or Drain(settings.drain_seconds)
     authenticated = CallerAuth(
-        create_app(settings, factory=factory),
+        create_app(settings, factory=factory, drain=drain),
         CallerTokens.from_settings(settings),
         enabled=settings.caller_auth == "token",
         query_token=settings.gateway == "traefik",
     )
-    return SizeLimits(authenticated, max_body=settings.max_body_bytes, max_headers=settings.max_header_bytes)
+    limited = SizeLimits(authenticated, max_body=settings.max_body_bytes, max_headers=settings.max_header_bytes)
+    return closing_while_draining(limited, drain)
 
 
 def run(settings: VerifierSettings) -> None:
-    """Serve until SIGTERM/SIGINT; the lifespan flushes usage on the way out."""
+    """Serve until SIGTERM (after the drain, :mod:`~pmkeys.verify.draining`) or SIGINT; the
+    lifespan flushes usage on the way out."""
     RouteMap.parse(settings.routes)  # fail at start, with the entry named, not on a request
     callers = CallerTokens.from_settings(settings)  # likewise for missing caller tokens
     logger.debug("settings: %s", settings.model_dump(mode="json", exclude={"caller_tokens"}))
@@ -216,8 +231,9 @@ def run(settings: VerifierSettings) -> None:
         logger.warning("caller authentication is off: anyone who reaches this port may call the verifier")
     else:
         logger.info("gateway mode %s; callers: %s", settings.gateway, ", ".join(callers.callers))
-    uvicorn.run(
-        asgi(settings),
+    drain = Drain(settings.drain_seconds)
+    config = uvicorn.Config(
+        asgi(settings, drain=drain),
         host=settings.bind,
         port=settings.port,
         loop="uvloop",
@@ -227,5 +243,6 @@ def run(settings: VerifierSettings) -> None:
         server_header=False,
         log_config=None,  # uvicorn's loggers reach the root handler and its redaction
         log_level=uvicorn_level(settings.log_level),
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
+    DrainingServer(config, drain).run()
