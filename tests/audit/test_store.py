@@ -7,6 +7,7 @@ import datetime as dt
 import subprocess
 import sys
 import time
+from typing import Any
 
 import psycopg
 import pytest
@@ -178,3 +179,9 @@ def test_the_leak_scan_reads_every_audit_record(audit_server: PostgresServer) ->
     finally:
         with _admin(audit_server) as conn:
             conn.execute("DELETE FROM pmkeys_audit.records WHERE seq = -5")
+
+
+@pytest.mark.parametrize("filters", [{"actor": "a\x00"}, {"namespaces": ("ok", "b\x00")}, {"actions": ("\x00",)}])
+def test_a_query_no_stored_text_could_match_names_its_field(filters: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=f"^{next(iter(filters))}: must not contain NUL"):
+        store.Query(**filters)

@@ -130,3 +130,13 @@ def test_another_tenant_cannot_read_the_trail_and_it_survives_a_ui_restart(
         lambda: httpx.get(f"{ui_server.url}/healthz", timeout=1).status_code == 200, timeout=60
     )
     assert _trail(admin) == before, dump(env.postgres.component_dsn("auditor"), admin.namespace)
+
+
+def test_a_filter_no_record_can_match_is_refused_naming_the_field(admin: TenantUser) -> None:
+    # PostgreSQL text holds no NUL; such a filter once reached the store and answered 503.
+    for path in (f"/api/v1/namespaces/{admin.namespace}/audit", f"/api/v1/namespaces/{admin.namespace}/keys/k/audit"):
+        response = admin.http.get(path, params={"actor": "alice\x00"})
+        assert response.status_code == 422, response.text
+        fields = response.json()["error"]["fields"]
+        assert [f["field"] for f in fields] == ["actor"]
+        assert "NUL" in fields[0]["message"]

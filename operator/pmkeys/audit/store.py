@@ -166,6 +166,13 @@ class Query:
     before_seq: int | None = None
     limit: int = 100
 
+    def __post_init__(self) -> None:
+        # PostgreSQL text holds no NUL, so no record could match; say so instead of failing late.
+        for column in ("tenant", "namespace", "name", "key_id", "actor", "actions", "namespaces"):
+            value = getattr(self, column)
+            if any("\x00" in v for v in ((value,) if isinstance(value, str) else value)):
+                raise ValueError(f"{column}: must not contain NUL characters")
+
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []

@@ -24,6 +24,8 @@ from pmkeys.ui.schemas import AuditList
 from pmkeys.ui.trail import record_view
 
 MAX_LIMIT = 1000
+#: PostgreSQL text holds no NUL: a filter with one is refused (422) instead of failing in the store.
+NO_NUL = "^[^\\x00]*$"
 
 
 # -- the JSON API ------------------------------------------------------------------------------
@@ -36,7 +38,7 @@ router = APIRouter(prefix="/api/v1", tags=["audit"], responses={**ERRORS, **AUDI
 CallerDep = Annotated[Caller, Depends(api_caller)]
 Ui = Annotated[UiContext, Depends(context)]
 ActionFilter = Annotated[list[Action] | None, Query(description="Only these actions (repeatable).")]
-ActorFilter = Annotated[str, Query(max_length=256, description="Only records of this username.")]
+ActorFilter = Annotated[str, Query(max_length=256, pattern=NO_NUL, description="Only records of this username.")]
 TimeFilter = Annotated[dt.datetime | None, Query(description="RFC 3339 time.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 Before = Annotated[int | None, Query(ge=1, description="Page on: only records with a smaller seq.")]
@@ -75,7 +77,7 @@ def namespace_audit(
     ui: Ui,
     action: ActionFilter = None,
     actor: ActorFilter = "",
-    name: Annotated[str, Query(max_length=253, description="Only records of this TenantApiKey.")] = "",
+    name: Annotated[str, Query(max_length=253, pattern=NO_NUL, description="Only records of this TenantApiKey.")] = "",
     since: TimeFilter = None,
     until: TimeFilter = None,
     limit: Limit = 100,

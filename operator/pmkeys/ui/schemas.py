@@ -36,6 +36,7 @@ PATTERN_HINTS: dict[str, str] = {
     "name": "use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
     "namespace": "a namespace name: lowercase letters, digits and '-'",
     "rotationInterval": "use <number><unit> with units d, h, m, s (e.g. 90d, 720h, 1h30m), or 0",
+    "actor": "a username, without NUL characters",
 }
 
 
