@@ -137,7 +137,8 @@ def demo(args: argparse.Namespace) -> None:
     examples = Path(args.examples or binaries.REPO_ROOT / "examples")
     kubectl = [str(binaries.built("kubectl")), "--kubeconfig", str(env.kubeconfig)]
     print(f"applying {examples}/ ...", flush=True)
-    subprocess.run([*kubectl, "apply", "-f", str(examples / "00-tenant-namespace.yaml")], check=True)
+    for first in ("00-tenant-namespace.yaml", "01-tenant-plan.yaml"):
+        subprocess.run([*kubectl, "apply", "-f", str(examples / first)], check=True)
     subprocess.run([*kubectl, "apply", "-f", str(examples)], check=True)
     api = api_client(str(env.kubeconfig))
     sign_in = _tenant_admin(api, "acme", env.workdir)

@@ -14,7 +14,6 @@ import json
 import subprocess
 from pathlib import Path
 
-from pmkeys.api import vocabulary as v
 from pmkeys_dev import binaries
 from pmkeys_dev.nodeenv import CHART, REDIS_SECRET, RELEASE, SYSTEM_NAMESPACE, NodeEnvironment, stop_node_from_state
 
@@ -71,15 +70,10 @@ def demo(args: argparse.Namespace, state: Path) -> None:
     env.helm_install(env.chart_values())
     examples = Path(args.examples or binaries.REPO_ROOT / "examples")
     kubectl = [str(binaries.built("kubectl")), "--kubeconfig", str(env.kubeconfig)]
-    subprocess.run([*kubectl, "apply", "-f", str(examples / "00-tenant-namespace.yaml")], check=True)
-    # The platform's plan for the tenant: the chart's admission policy refuses keys without one.
-    plan = {
-        "apiVersion": v.API_VERSION,
-        "kind": v.PLAN_KIND,
-        "metadata": {"name": v.PLAN_NAME, "namespace": "acme"},
-        "spec": {"tier": "enterprise"},
-    }
-    subprocess.run([*kubectl, "apply", "-f", "-"], input=json.dumps(plan), text=True, check=True)
+    # The tenant's namespace and the platform's plan first: the chart's admission policy refuses
+    # keys in a namespace without one.
+    for first in ("00-tenant-namespace.yaml", "01-tenant-plan.yaml"):
+        subprocess.run([*kubectl, "apply", "-f", str(examples / first)], check=True)
     subprocess.run([*kubectl, "apply", "-f", str(examples)], check=True)
     subprocess.run([*kubectl, "get", "pods", "-n", SYSTEM_NAMESPACE, "-o", "wide"], check=True)
     subprocess.run(

@@ -38,7 +38,9 @@ def test_crd_is_established(kube: Kube) -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_examples_pass_server_side_dry_run(kube: Kube, path: Path) -> None:
-    kube.apply(yaml.safe_load((REPO / "examples" / "00-tenant-namespace.yaml").read_text()))
+    """Each example is admitted in the example tenant's namespace under the example plan."""
+    for first in ("00-tenant-namespace.yaml", "01-tenant-plan.yaml"):
+        kube.apply(yaml.safe_load((REPO / "examples" / first).read_text()))
     for doc in yaml.safe_load_all(path.read_text()):
         result = kube.apply(doc, dry_run=True)
         assert result.returncode == 0, result.stderr
