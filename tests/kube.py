@@ -14,8 +14,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from pmkeys.api import vocabulary as v
-from pmkeys.reconcile.plans import QUOTA_NAME
-from pmkeys_dev import binaries
+from pmkeys_dev import binaries, bootstrap
 
 T = TypeVar("T")
 
@@ -37,15 +36,8 @@ def wait_for(probe: Callable[[], T], *, timeout: float = 30, interval: float = 0
 
 
 def plan_quota_counted(kube: Kube, namespace: str) -> bool:
-    """Whether the quota controller has counted the plan's key quota once: until it has, the API
-    server refuses every key in the namespace ("status unknown for quota")."""
-    try:
-        quota = kube.core.read_namespaced_resource_quota(QUOTA_NAME, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return bool(quota.status and quota.status.hard and quota.status.used is not None)
+    """Whether the plan's key quota is counted (until then every key is refused)."""
+    return bootstrap.plan_quota_counted(kube.api, namespace)
 
 
 class Kube:

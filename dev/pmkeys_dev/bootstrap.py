@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from pmkeys.api import admission, crd, finalizer_policy
 from pmkeys.api import vocabulary as v
 from pmkeys.audit import admission as audit_admission
+from pmkeys.reconcile.plans import QUOTA_NAME
 from pmkeys.vault.policies import POLICIES
 from pmkeys_dev.controlplane import ControlPlane
 from pmkeys_dev.openbao import KV_MOUNT, OpenBao
@@ -254,3 +255,25 @@ def tenant_namespace(api: client.ApiClient, name: str, tenant: str) -> None:
 
 def load_yaml_documents(path: Path) -> list[dict[str, object]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def plan_quota_counted(api: client.ApiClient, namespace: str) -> bool:
+    """Whether the quota controller has counted the plan's key quota (which the operator creates
+    when the plan appears) once: until it has, the API server refuses every key in the namespace
+    ("status unknown for quota"), for a second or two after the plan was applied."""
+    try:
+        quota = client.CoreV1Api(api).read_namespaced_resource_quota(QUOTA_NAME, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return bool(quota.status and quota.status.hard and quota.status.used is not None)
+
+
+def wait_plan_in_force(api: client.ApiClient, namespace: str, *, timeout: float = 90) -> None:
+    """Until keys can be created under the namespace's plan (its quota counted)."""
+    deadline = time.monotonic() + timeout
+    while not plan_quota_counted(api, namespace):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the plan of {namespace} was not in force after {timeout}s (is the operator running?)")
+        time.sleep(0.25)

@@ -137,10 +137,11 @@ def demo(args: argparse.Namespace) -> None:
     examples = Path(args.examples or binaries.REPO_ROOT / "examples")
     kubectl = [str(binaries.built("kubectl")), "--kubeconfig", str(env.kubeconfig)]
     print(f"applying {examples}/ ...", flush=True)
+    api = api_client(str(env.kubeconfig))
     for first in ("00-tenant-namespace.yaml", "01-tenant-plan.yaml"):
         subprocess.run([*kubectl, "apply", "-f", str(examples / first)], check=True)
+    bootstrap.wait_plan_in_force(api, "acme")
     subprocess.run([*kubectl, "apply", "-f", str(examples)], check=True)
-    api = api_client(str(env.kubeconfig))
     sign_in = _tenant_admin(api, "acme", env.workdir)
     _wait_settled(api, "acme")
     print()

@@ -14,7 +14,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from pmkeys_dev import binaries
+from pmkeys.kubeclient import api_client
+from pmkeys_dev import binaries, bootstrap
 from pmkeys_dev.nodeenv import CHART, REDIS_SECRET, RELEASE, SYSTEM_NAMESPACE, NodeEnvironment, stop_node_from_state
 
 
@@ -74,6 +75,7 @@ def demo(args: argparse.Namespace, state: Path) -> None:
     # keys in a namespace without one.
     for first in ("00-tenant-namespace.yaml", "01-tenant-plan.yaml"):
         subprocess.run([*kubectl, "apply", "-f", str(examples / first)], check=True)
+    bootstrap.wait_plan_in_force(api_client(str(env.kubeconfig)), "acme")
     subprocess.run([*kubectl, "apply", "-f", str(examples)], check=True)
     subprocess.run([*kubectl, "get", "pods", "-n", SYSTEM_NAMESPACE, "-o", "wide"], check=True)
     subprocess.run(
