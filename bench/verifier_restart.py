@@ -24,8 +24,10 @@ Figures:
   without receipts (N checks);
 * C's RSS with N keys cached, and C's CPU seconds during the replacement.
 
-``--baseline`` gives C a Redis prefix of its own (no receipts, no shared limits): the old
-behaviour, one bcrypt per key per process; use it with small N.
+``--no-preload`` starts C without the preload (``PMKEYS_PRELOAD_SECONDS=0``): each key's first
+request then waits for a Vault read. ``--baseline`` gives C a Redis prefix of its own (no
+receipts, no shared limits): the old behaviour, one bcrypt per key per process; use it with
+small N.
 
     python bench/verifier_restart.py [--keys 10000] [--cost 12] [--workers 16] [--concurrency 64]
 
@@ -68,9 +70,10 @@ class Replica:
     url: str
     ready: bool = True
 
-    def metric(self, name: str) -> float:
+    def metric(self, name: str, labels: str = "") -> float:
+        wanted = f"{name}{{{labels}}} " if labels else name + " "
         text = httpx.get(f"{self.url}/metrics", timeout=5).text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " "))
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(wanted))
 
 
 @dataclass
@@ -86,7 +89,9 @@ class Tally:
             self.non2xx += 1
 
 
-def start_verifier(env: LocalEnvironment, redis: RedisServer, name: str, *, prefix: str, drain: float) -> Replica:
+def start_verifier(
+    env: LocalEnvironment, redis: RedisServer, name: str, *, prefix: str, drain: float, preload: bool = True
+) -> Replica:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = env.start_component(
@@ -100,6 +105,7 @@ def start_verifier(env: LocalEnvironment, redis: RedisServer, name: str, *, pref
         PMKEYS_FAILED_ATTEMPTS_PER_MINUTE="100000",
         PMKEYS_CALLER_TOKENS=json.dumps({"bench": CALLER_TOKEN}),
         PMKEYS_DRAIN_SECONDS=str(drain),
+        **({} if preload else {"PMKEYS_PRELOAD_SECONDS": "0"}),
     )
     return Replica(name, proc, url, ready=False)
 
@@ -225,7 +231,9 @@ async def replace(
         killed = time.perf_counter()
         print("replacing B", flush=True)
         prefix = "baseline" if args.baseline else "bench"
-        c = start_verifier(env, redis, "verifier-c", prefix=prefix, drain=args.drain_seconds)
+        c = start_verifier(
+            env, redis, "verifier-c", prefix=prefix, drain=args.drain_seconds, preload=not args.no_preload
+        )
         c_cpu_start = cpu_seconds(c.proc.pid or 0)
         await wait_ready(c, control)
         ready_s = time.perf_counter() - killed
@@ -240,6 +248,9 @@ async def replace(
         new_bcrypt = c.metric("pmkeys_verifier_bcrypt_checks_total")
         vault_reads = c.metric("pmkeys_verifier_vault_request_duration_seconds_count")
         vault_seconds = c.metric("pmkeys_verifier_vault_request_duration_seconds_sum")
+        misses = c.metric("pmkeys_verifier_cache_lookups_total", 'result="miss"')
+        preloaded = c.metric("pmkeys_verifier_preload_keys_total", 'result="loaded"')
+        preload_s = c.metric("pmkeys_verifier_preload_seconds")
         c_cpu = cpu_seconds(c.proc.pid or 0) - c_cpu_start
         c_rss = rss_mb(c.proc.pid or 0)
         for replica in (a, c):
@@ -257,6 +268,9 @@ async def replace(
             "vault_reads": vault_reads,
             "vault_mean_ms": 1000 * vault_seconds / max(1, vault_reads),
             "old_exit_s": b_exit_s,
+            "misses": misses,
+            "preloaded": preloaded,
+            "preload_s": preload_s,
         }
 
 
@@ -268,6 +282,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--steady-seconds", type=float, default=10)
     parser.add_argument("--baseline", action="store_true", help="the new replica gets no receipts")
+    parser.add_argument("--no-preload", action="store_true", help="PMKEYS_PRELOAD_SECONDS=0 for the new replica")
     parser.add_argument(
         "--drain-seconds", type=float, default=5, help="PMKEYS_DRAIN_SECONDS of every replica (0: no drain)"
     )
@@ -309,7 +324,8 @@ def main() -> None:
         )
         print(
             f"what C waited on: {result['vault_reads']:.0f} Vault reads, {result['vault_mean_ms']:.0f} ms each on "
-            "average (one per key: the record; the receipt comes from Redis)",
+            f"average: {result['preloaded']:.0f} records preloaded in {result['preload_s']:.1f} s before it was "
+            f"ready, {result['misses']:.0f} cache misses on requests (one Vault read each)",
             flush=True,
         )
         print(
@@ -322,7 +338,9 @@ def main() -> None:
             f"bcrypt_cpu_without_receipts_s={args.keys * per_check:.0f} new_cpu_s={result['new_cpu_s']:.1f} "
             f"new_rss_mb={result['new_rss_mb']:.0f} vault_reads={result['vault_reads']:.0f} "
             f"vault_mean_ms={result['vault_mean_ms']:.0f} drain_s={args.drain_seconds:g} "
-            f"endpoint_lag_s={args.endpoint_lag:g} old_exit_s={result['old_exit_s']:.1f}"
+            f"endpoint_lag_s={args.endpoint_lag:g} old_exit_s={result['old_exit_s']:.1f} "
+            f"preload={int(not args.no_preload)} preloaded={result['preloaded']:.0f} "
+            f"preload_s={result['preload_s']:.1f} request_misses={result['misses']:.0f}"
         )
     finally:
         redis.cleanup()

@@ -168,6 +168,11 @@ class VerifierSettings(_Settings):
     #: On SIGTERM: seconds out of readiness but still serving before shutting down, so
     #: endpoints and gateways catch up (pmkeys.verify.draining); 0 = stop at once. The chart sets 5.
     drain_seconds: float = Field(default=0.0, ge=0, le=300)
+    #: At start, with Redis: readiness waits at most this long for the records of proven keys to
+    #: be read into the cache (pmkeys.verify.preloading); 0 = no preload.
+    preload_seconds: float = Field(default=60.0, ge=0)
+    #: Vault reads the preload keeps in flight (the Vault session has 8 threads).
+    preload_concurrency: int = Field(default=8, ge=1, le=64)
 
 
 class UiSettings(_Settings):

@@ -321,7 +321,8 @@ def test_health_readiness_metrics_openapi(verifier: VerifierProcess, sender: tup
     assert verifier.http.get("/healthz").text == "ok"
     ready = verifier.http.get("/readyz")
     assert ready.status_code == 200
-    assert body_of(ready)["checks"] == {"vault": True, "watch": True, "plans": True, "fresh": True}
+    checks = {"vault": True, "preload": True, "watch": True, "plans": True, "fresh": True, "serving": True}
+    assert body_of(ready)["checks"] == checks
     metrics = verifier.metrics()
     assert 'pmkeys_verifier_verifications_total{outcome="allowed"}' in metrics
     assert 'pmkeys_verifier_cache_lookups_total{result="hit"}' in metrics

@@ -2,9 +2,10 @@
 :mod:`pmkeys.verify.verifier`, and what tells the world it is ready.
 
 Kept apart so the pipeline reads top to bottom without it: loading the peppers (retried in the
-background while Vault is not there), the TenantApiKey and TenantPlan watches, the usage
-flusher, housekeeping (expired cache entries and limiter state), and on the way out a last
-usage flush and closing every client.
+background while Vault is not there), the TenantApiKey and TenantPlan watches, the preload of
+proven keys once both the pepper and the watch's first listing are in
+(:mod:`~pmkeys.verify.preloading`), the usage flusher, housekeeping (expired cache entries and
+limiter state), and on the way out a last usage flush and closing every client.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Self
 from pmkeys.audit.failures import FailureRecorder
 from pmkeys.keys.hashing import Hasher
 from pmkeys.vault.errors import VaultError
+from pmkeys.vault.records import KeyRecord
 from pmkeys.vault.store import KeyStore
 from pmkeys.verify.cache import KeyCache
 from pmkeys.verify.connections import Kubernetes, Redis
@@ -27,6 +29,8 @@ from pmkeys.verify.gcra import LocalLimiter
 from pmkeys.verify.limiting import Limits
 from pmkeys.verify.peppers import Peppers
 from pmkeys.verify.plans import PlanBook, PlanWatch
+from pmkeys.verify.possession import Possession
+from pmkeys.verify.preloading import Preload
 from pmkeys.verify.ratelimit import RedisHealth
 from pmkeys.verify.staleness import VaultHealth
 from pmkeys.verify.usage import UsageFlusher
@@ -59,9 +63,15 @@ class Lifecycle:
         _failures: LocalLimiter
         _ttl: float
         vault: VaultHealth
+        preload: Preload
+        possession: Possession
 
         @property
         def stale_entries(self) -> int: ...
+
+        def _revoked(self, record: KeyRecord) -> bool: ...
+
+        def _remember(self, primary: str, record: KeyRecord, epoch: int, *, revoked: bool, ttl: float = 1.0) -> Any: ...
 
         def object_changed(self, uid: str, facts: ObjectFacts | None) -> None: ...
 
@@ -78,6 +88,7 @@ class Lifecycle:
             self.watch.start()
             self.plan_watch = self._kubernetes.plan_watcher(self.plans)
             self.plan_watch.start()
+        self._spawn(self._preload())
         if self.flusher is not None:
             self._spawn(self.flusher.run())
         if self.failures is not None:
@@ -144,6 +155,34 @@ class Lifecycle:
             else:
                 self.vault.answered()
 
+    def _listed(self, namespace: str) -> bool:
+        """Whether the watch has listed ``namespace`` (and watches it now)."""
+        watch = self.watch
+        if watch is None or not watch.synced or self._kubernetes is None:
+            return False
+        watched = self._kubernetes.namespaces
+        return not watched or namespace in watched
+
+    async def _preload(self) -> None:
+        """Once the pepper is read and the watch has listed (a preloaded entry must know what
+        the watch knows), read the records of proven keys into the cache."""
+        if self.preload.finished:
+            return  # off: no Redis, or PMKEYS_PRELOAD_SECONDS=0
+        while not self._peppers.answered or (self.watch is not None and not self.watch.listed):
+            await asyncio.sleep(0.05)
+        await self.preload.run(
+            store=self.store,
+            peppers=self._peppers,
+            possession=self.possession,
+            cache=self._cache,
+            remember=self._preloaded,
+            vault=self.vault,
+        )
+
+    def _preloaded(self, record_digest: str, record: KeyRecord, epoch: int, ttl: float) -> None:
+        """The preload read ``record`` and its receipt vouched for it."""
+        self._remember(record_digest, record, epoch, revoked=self._revoked(record), ttl=ttl)
+
     def _watch_live(self) -> bool:
         """Whether watch events are current (within one cache TTL of losing the watch)."""
         return self.watch is not None and self.watch.live(self._ttl)
@@ -154,8 +193,9 @@ class Lifecycle:
         every watched scope was fully listed once (before that a revoked key could pass);
         ``plans``: likewise for TenantPlans (the last-known plans keep applying while their watch
         is down). ``fresh``: Vault answers now, or the watch is live so cached keys may answer stale;
-        when both are lost, cached keys stop at their TTL and the replica steps aside."""
-        checks = {"vault": self._peppers.answered}
+        when both are lost, cached keys stop at their TTL and the replica steps aside.
+        ``preload``: the records of proven keys are cached (or the preload's bound passed)."""
+        checks = {"vault": self._peppers.answered, "preload": self.preload.finished}
         if self._kubernetes is not None and self._kubernetes.watch:
             checks["watch"] = self.watch is not None and self.watch.listed
             checks["plans"] = self.plan_watch is not None and self.plan_watch.listed
@@ -178,4 +218,10 @@ class Lifecycle:
             "staleEntries": self.stale_entries,
             "servingStale": self.vault.down and self._watch_live(),
             "staleAnswers": self.vault.stale_answers,
+            "preload": {
+                "state": self.preload.state,
+                "proven": self.preload.candidates,
+                "loaded": self.preload.loaded,
+                "seconds": round(self.preload.seconds, 1),
+            },
         }

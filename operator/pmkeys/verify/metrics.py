@@ -34,6 +34,10 @@ paths, whose number has no bound.
 ``pmkeys_verifier_usage_objects_written_total``    status.usage writes
 ``pmkeys_verifier_usage_write_failures_total``     status.usage writes that failed (retried later)
 ``pmkeys_verifier_usage_pending_objects``          objects with usage not yet flushed by this replica
+``pmkeys_verifier_preload_keys{result}``           start-up preload: proven keys cached, skipped, refused
+``pmkeys_verifier_preload_proven_keys``            receipts the preload found (keys proven before)
+``pmkeys_verifier_preload_seconds``                how long the preload ran (so far)
+``pmkeys_verifier_preload_finished``               1 once readiness no longer waits for the preload
 =================================================  =====================================================
 """
 
@@ -48,6 +52,7 @@ from prometheus_client.registry import Collector
 
 from pmkeys.keys.hashing import Hasher
 from pmkeys.verify.decision import Outcome
+from pmkeys.verify.preloading import Preload
 from pmkeys.verify.ratelimit import RedisHealth
 from pmkeys.verify.staleness import VaultHealth
 from pmkeys.verify.usage import UsageFlusher
@@ -94,6 +99,7 @@ class Observed(Protocol):
     watch: ObjectWatch | None
     flusher: UsageFlusher | None
     vault: VaultHealth
+    preload: Preload
 
     @property
     def cache_size(self) -> int: ...
@@ -147,6 +153,7 @@ class VerifierCollector(Collector):
         yield from self._staleness()
         yield from self._watch()
         yield from self._usage()
+        yield from self._preload()
 
     def _redis(self) -> Iterator[Metric]:
         health = self.verifier.redis_health
@@ -179,3 +186,16 @@ class VerifierCollector(Collector):
         yield _counter("usage_objects_written", "status.usage writes.", flusher.objects_written)
         yield _counter("usage_write_failures", "status.usage writes that failed.", flusher.failures)
         yield _gauge("usage_pending_objects", "Objects with usage not yet flushed here.", self.verifier.pending_usage)
+
+    def _preload(self) -> Iterator[Metric]:
+        preload = self.verifier.preload
+        keys = CounterMetricFamily(
+            f"{PREFIX}_preload_keys", "Start-up preload of proven keys, by result.", labels=["result"]
+        )
+        keys.add_metric(["loaded"], preload.loaded)
+        keys.add_metric(["skipped"], preload.skipped)
+        keys.add_metric(["refused"], preload.refused)
+        yield keys
+        yield _gauge("preload_proven_keys", "Receipts the start-up preload found.", preload.candidates)
+        yield _gauge("preload_seconds", "How long the start-up preload ran (so far).", preload.seconds)
+        yield _gauge("preload_finished", "1 once readiness no longer waits for the preload.", int(preload.finished))

@@ -45,6 +45,8 @@ RECEIPT_CONTEXT = b"pmkeys-receipt-v1"
 RECEIPT_KEY_CONTEXT = b"pmkeys receipt key v1"
 #: How long a receipt lives in Redis (a key unused for this long is proven again once).
 RECEIPT_TTL_SECONDS = 30 * 24 * 3600
+#: Receipts fetched per MGET when listing them.
+LISTING_BATCH = 500
 
 
 def receipt_key(pepper: bytes) -> bytes:
@@ -96,6 +98,32 @@ class RedisReceipts:
         except REDIS_DOWN as exc:
             self._health.failed(exc, what="proving keys with bcrypt")
 
+    async def listing(self) -> dict[str, str]:
+        """Every receipt, by digest (the preload's list, :mod:`~pmkeys.verify.preloading`): one
+        SCAN over the key space (every master of a cluster) and MGETs of :data:`LISTING_BATCH`;
+        empty if Redis does not answer."""
+        if not self._health.should_try():
+            return {}
+        pattern = _glob_escaped(self._prefix) + "*"
+        try:
+            names = [name async for name in self._redis.scan_iter(match=pattern, count=1000)]
+            found: dict[str, str] = {}
+            for start in range(0, len(names), LISTING_BATCH):
+                batch = names[start : start + LISTING_BATCH]
+                mget = getattr(self._redis, "mget_nonatomic", self._redis.mget)  # cluster: per slot
+                for name, value in zip(batch, await mget(batch), strict=True):
+                    if value is not None:
+                        found[name.removeprefix(self._prefix)] = str(value)
+        except REDIS_DOWN as exc:
+            self._health.failed(exc, what="listing proven keys")
+            return {}
+        self._health.succeeded()
+        return found
+
+
+def _glob_escaped(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
 
 class Possession:
     """Whether a presented key is the one its record was made from, by the cheapest sound way:
@@ -125,6 +153,17 @@ class Possession:
         if self._receipts is not None:
             await self._receipts.put(record_digest, expected)
         return True
+
+    def vouched(self, record_digest: str, record: KeyRecord, found: str, *, pepper: bytes) -> bool:
+        """The preload's check: whether ``found`` (read from Redis before any key was presented)
+        is the receipt for ``record``; remembered like a proof if so. A key presented later still
+        has to HMAC to ``record_digest`` to reach it."""
+        if hmac.compare_digest(found, receipt(receipt_key(pepper), record_digest, record)):
+            self._checked[record_digest] = record.bcrypt
+            self.receipts_accepted += 1
+            return True
+        self.receipts_refused += 1
+        return False
 
     async def _receipt_holds(self, record_digest: str, expected: str) -> bool:
         assert self._receipts is not None

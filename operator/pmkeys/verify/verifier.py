@@ -21,11 +21,13 @@ integer comparisons, the key's and the tenant's sliding-window checks and the
   :mod:`pmkeys.verify.staleness`); any other key gets 503 ``vault_unavailable``.
 * **bcrypt** checks the key against its record once per key for the whole fleet
   (:mod:`~pmkeys.verify.possession`: the verifier that ran it leaves a receipt in Redis that
-  other processes check instead): finding the record by digest already needs the key, and
-  bcrypt is the defence in depth DESIGN.md asks for (a record is trusted only if the presented
-  key matches its hash). Its result is remembered by ``(digest, hash)``, so a cache
-  invalidation costs a Vault read, not another bcrypt. The pool is bounded: beyond its queue
-  the answer is 503 ``busy``, never an unbounded queue.
+  other processes check instead; a new process reads the records of keys with receipts before it
+  reports ready, :mod:`~pmkeys.verify.preloading`, so they are hits from its first request):
+  finding the record by digest already needs the key, and bcrypt is the defence in depth
+  DESIGN.md asks for (a record is trusted only if the presented key matches its hash). Its
+  result is remembered by ``(digest, hash)``, so a cache invalidation costs a Vault read, not
+  another bcrypt. The pool is bounded: beyond its queue the answer is 503 ``busy``, never an
+  unbounded queue.
 * **Unknown digests** are cached as negatives for ``negative_ttl``; **failures** (malformed,
   unknown, revoked, expired) are limited per client with a GCRA at
   ``failed_attempts_per_minute``: a client over it gets 429 for any key this process has not
@@ -51,11 +53,9 @@ Clocks: the hot path uses monotonic microseconds; wall-clock deadlines from Vaul
 when an entry is built.
 
 This module is the pipeline and nothing else, in the order a request meets it: :meth:`Verifier.verify`,
-then the miss path, then the refusals. What it leans on lives beside it: the peppers
-(:mod:`~pmkeys.verify.peppers`), the single-flight (:mod:`~pmkeys.verify.flights`), the object
-index the watch feeds (:mod:`~pmkeys.verify.objects`), the caches (:mod:`~pmkeys.verify.cache`),
-Redis and Kubernetes (:mod:`~pmkeys.verify.connections`), the counters
-(:mod:`~pmkeys.verify.metrics`).
+then the miss path, then the refusals. What it leans on lives beside it: peppers, single-flight,
+the object index the watch feeds, caches, Redis and Kubernetes (``connections``), counters
+(``metrics``), the start-up preload (``preloading``), start and stop (``lifecycle``).
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ from pmkeys.verify.objects import ObjectIndex
 from pmkeys.verify.peppers import Peppers
 from pmkeys.verify.plans import PlanBook, PlanWatch
 from pmkeys.verify.possession import Possession
+from pmkeys.verify.preloading import Preload
 from pmkeys.verify.ratelimit import RedisHealth
 from pmkeys.verify.reporting import ErrorReports
 from pmkeys.verify.staleness import DEFAULT_STALE_FOR, VaultHealth
@@ -129,6 +130,7 @@ class Verifier(Lifecycle, ErrorReports):
         redis: Redis | None = None,
         kubernetes: Kubernetes | None = None,
         failures: FailureRecorder | None = None,
+        preload: Preload | None = None,
     ) -> None:
         self.store = store
         self.failures, self._tally = failures, (failures.tally if failures else NO_TALLY)
@@ -142,6 +144,8 @@ class Verifier(Lifecycle, ErrorReports):
         self._flights: SingleFlight[Entry | Outcome] = SingleFlight()
         #: bcrypt once per key for the whole fleet (receipts in Redis when there is one).
         self.possession = Possession(receipts=redis.receipts if redis else None)
+        #: The records of proven keys, read before this replica reports ready.
+        self.preload = preload or Preload(redis.receipts if redis else None)
         self._objects = ObjectIndex()
         self._failures = LocalLimiter()
         self.plans = PlanBook()
@@ -168,6 +172,9 @@ class Verifier(Lifecycle, ErrorReports):
             cost=PRODUCTION_COST, workers=settings.bcrypt_workers or None, max_queue=settings.bcrypt_max_queue
         )
         local = WindowLimiter()
+        redis = Redis.connect(settings, local=local) if settings.redis_url else None
+        receipts = redis.receipts if redis else None
+        preload = Preload(receipts, concurrency=settings.preload_concurrency, deadline=settings.preload_seconds)
         return cls(
             KeyStore(VaultSession(settings.vault, observe=observe_vault)),
             hasher=hasher,
@@ -177,9 +184,10 @@ class Verifier(Lifecycle, ErrorReports):
             failed_attempts_per_minute=settings.failed_attempts_per_minute,
             caller_unknown_keys_per_minute=settings.caller_unknown_keys_per_minute,
             local=local,
-            redis=Redis.connect(settings, local=local) if settings.redis_url else None,
+            redis=redis,
             kubernetes=Kubernetes.from_settings(settings, api=kube),
             failures=FailureRecorder.from_settings(settings.audit),
+            preload=preload,
         )
 
     # -- the hot path --------------------------------------------------------------------------
@@ -286,28 +294,30 @@ class Verifier(Lifecycle, ErrorReports):
             self._cache.put_negative(primary, now)
             return Outcome.UNKNOWN
         record_digest, record, pepper = found
-        listed = self._listed(record.namespace)
-        revoked = self._objects.revoked(record.uid) or (listed and not self._objects.exists(record.uid))
+        revoked = self._revoked(record)
         usable = not revoked and record.usable_at(dt.datetime.now(dt.UTC))
         if usable and not await self.possession.proven(key, record_digest, record, pepper=pepper, hasher=self.hasher):
             logger.warning("key %s: digest matched but bcrypt did not; refusing it", record.key_id)
             self._cache.put_negative(primary, now)
             return Outcome.UNKNOWN
+        return self._remember(primary, record, epoch, revoked=revoked)
+
+    def _revoked(self, record: KeyRecord) -> bool:
+        """Refused whatever Vault says: the watch saw its object revoked, or listed it as gone."""
+        return self._objects.revoked(record.uid) or (
+            self._listed(record.namespace) and not self._objects.exists(record.uid)
+        )
+
+    def _remember(self, primary: str, record: KeyRecord, epoch: int, *, revoked: bool, ttl: float = 1.0) -> Entry:
+        """Cache ``record`` under ``primary`` (``ttl``: of the cache TTL) unless invalidated since ``epoch``."""
         now = _monotonic_ns() // 1000
         watching = self._kubernetes is not None and self._kubernetes.watch
-        ttl_us = int(UNLISTED_TTL * 1_000_000) if watching and not listed else self._cache.ttl_us
+        unlisted = watching and not self._listed(record.namespace)
+        ttl_us = int(UNLISTED_TTL * 1_000_000) if unlisted else int(self._cache.ttl_us * ttl)
         entry = Entry.from_record(record, now=now, ttl_us=ttl_us, revoked=revoked)
         if self._cache.unchanged_since(record.uid, epoch):
             self._cache.put(primary, entry)
         return entry
-
-    def _listed(self, namespace: str) -> bool:
-        """Whether the watch has listed ``namespace`` (and watches it now)."""
-        watch = self.watch
-        if watch is None or not watch.synced or self._kubernetes is None:
-            return False
-        watched = self._kubernetes.namespaces
-        return not watched or namespace in watched
 
     async def _find_record(self, key: str, primary: str) -> tuple[str, KeyRecord, bytes] | None:
         """The record's digest, the record and the pepper that found it."""
