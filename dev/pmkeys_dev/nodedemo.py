@@ -36,9 +36,10 @@ def stop(state: Path) -> list[int]:
     return stop_node_from_state(json.loads(state.read_text()))
 
 
-def print_where(env: NodeEnvironment) -> None:
+def print_where(env: NodeEnvironment, *, installed: bool = False) -> None:
     helm = binaries.built("helm")
     kubectl = binaries.built("kubectl")
+    verb = "upgrade" if installed else "install"
     print(
         "\n".join(
             [
@@ -51,8 +52,8 @@ def print_where(env: NodeEnvironment) -> None:
                 f"  Redis            {env.redis.host}:{env.redis.port}"
                 f" (URL and password: Secret {SYSTEM_NAMESPACE}/{REDIS_SECRET})",
                 "",
-                "Install the chart with the image `make image` built:",
-                f"  {helm} --kubeconfig {env.kubeconfig} install {RELEASE} {CHART} -n {SYSTEM_NAMESPACE} \\",
+                f"{verb.capitalize()} the chart with the image `make image` built:",
+                f"  {helm} --kubeconfig {env.kubeconfig} {verb} {RELEASE} {CHART} -n {SYSTEM_NAMESPACE} \\",
                 f"    -f {env.workdir / 'values.json'} --wait",
                 "",
                 "Stop everything: make down",
@@ -84,4 +85,4 @@ def demo(args: argparse.Namespace, state: Path) -> None:
         check=False,
     )  # fmt: skip
     subprocess.run([*kubectl, "get", "tenantapikeys", "-n", "acme"], check=True)
-    print_where(env)
+    print_where(env, installed=True)
