@@ -34,7 +34,7 @@ paths, whose number has no bound.
 ``pmkeys_verifier_usage_objects_written_total``    status.usage writes
 ``pmkeys_verifier_usage_write_failures_total``     status.usage writes that failed (retried later)
 ``pmkeys_verifier_usage_pending_objects``          objects with usage not yet flushed by this replica
-``pmkeys_verifier_preload_keys{result}``           start-up preload: proven keys cached, skipped, refused
+``pmkeys_verifier_preload_keys_total{result}``     start-up preload: proven keys cached, skipped, refused
 ``pmkeys_verifier_preload_proven_keys``            receipts the preload found (keys proven before)
 ``pmkeys_verifier_preload_seconds``                how long the preload ran (so far)
 ``pmkeys_verifier_preload_finished``               1 once readiness no longer waits for the preload
