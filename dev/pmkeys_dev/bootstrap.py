@@ -77,21 +77,32 @@ def apply_crd(api: client.ApiClient, *, without_plan: str = "Allow") -> None:
 
 
 def apply_plan_admission(api: client.ApiClient, *, without_plan: str = "Allow") -> None:
-    """The TenantPlan admission policy and its binding, created or replaced."""
+    """The TenantPlan admission policies and their bindings, created or replaced."""
     adm = client.AdmissionregistrationV1Api(api)
-    for manifest, read, create, replace in (
-        (admission.policy(), adm.read_validating_admission_policy, adm.create_validating_admission_policy,
-         adm.replace_validating_admission_policy),
-        (admission.binding(without_plan=without_plan), adm.read_validating_admission_policy_binding,
-         adm.create_validating_admission_policy_binding, adm.replace_validating_admission_policy_binding),
-    ):  # fmt: skip
+    policy = (adm.read_validating_admission_policy, adm.create_validating_admission_policy,
+              adm.replace_validating_admission_policy)  # fmt: skip
+    binding = (adm.read_validating_admission_policy_binding, adm.create_validating_admission_policy_binding,
+               adm.replace_validating_admission_policy_binding)  # fmt: skip
+    for manifest in admission.policies():
+        _create_or_replace(manifest, *policy)
+    for manifest in admission.bindings(without_plan=without_plan):
+        _create_or_replace(manifest, *binding)
+    if without_plan == "Allow":
         try:
-            create(manifest)
+            adm.delete_validating_admission_policy_binding(admission.REQUIRED_BINDING_NAME)
         except ApiException as exc:
-            if exc.status != 409:
+            if exc.status != 404:
                 raise
-            manifest["metadata"]["resourceVersion"] = read(manifest["metadata"]["name"]).metadata.resource_version
-            replace(manifest["metadata"]["name"], manifest)
+
+
+def _create_or_replace(manifest: dict[str, Any], read: Any, create: Any, replace: Any) -> None:
+    try:
+        create(manifest)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        manifest["metadata"]["resourceVersion"] = read(manifest["metadata"]["name"]).metadata.resource_version
+        replace(manifest["metadata"]["name"], manifest)
 
 
 def _apply_crd(api: client.ApiClient, manifest: dict[str, Any]) -> None:

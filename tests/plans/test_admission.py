@@ -13,6 +13,7 @@ from kubernetes import client
 
 from pmkeys.api import admission
 from pmkeys.api import vocabulary as v
+from pmkeys_dev import chart
 from tests.builders import key, with_spec
 from tests.kube import Kube
 from tests.plans.conftest import TenantAdmin, plan
@@ -137,25 +138,50 @@ def test_a_plan_must_be_named_plan(kube: Kube, tenant: str) -> None:
     assert result.returncode != 0 and "must be named 'plan'" in result.stderr, result.stderr
 
 
-def test_with_without_plan_deny_a_namespace_without_a_plan_holds_no_keys(kube: Kube, namespace_factory: Any) -> None:
-    """The chart's default binding (withoutPlan: Deny), scoped here to one labelled namespace."""
+def test_with_without_plan_deny_a_namespace_without_a_plan_holds_no_keys_and_is_told_why(
+    kube: Kube, namespace_factory: Any
+) -> None:
+    """The chart's default (withoutPlan: Deny): its binding, scoped here to one labelled namespace.
+    The API server's refusal names the policy and the binding, whose names say what to do."""
     ns = namespace_factory("strict")
     kube.core.patch_namespace(ns, {"metadata": {"labels": {"pmkeys-test/plans": ns}}})
-    binding = admission.binding(without_plan="Deny")
-    binding["metadata"]["name"] = f"deny-{ns}"
-    binding["spec"]["matchResources"] = {"namespaceSelector": {"matchLabels": {"pmkeys-test/plans": ns}}}
+    required = admission.bindings(without_plan="Deny")[1]
+    assert required["metadata"]["name"] == admission.REQUIRED_BINDING_NAME
+    required["spec"]["matchResources"] = {"namespaceSelector": {"matchLabels": {"pmkeys-test/plans": ns}}}
     adm = client.AdmissionregistrationV1Api(kube.api)
-    adm.create_validating_admission_policy_binding(binding)
+    adm.create_validating_admission_policy_binding(required)
     try:
         deadline = time.monotonic() + 10
         while (result := kube.apply(key("orphan", ns, tenant="strict"), dry_run=True)).returncode == 0:
             assert time.monotonic() < deadline, "the Deny binding never took effect"
             time.sleep(0.2)
-        assert admission.POLICY_NAME in result.stderr and "no params found" in result.stderr, result.stderr
+        assert admission.REQUIRED_POLICY_NAME in result.stderr and "no params found" in result.stderr, result.stderr
+        assert "ask-the-platform-team-for-a-tenantplan-named-plan" in result.stderr, result.stderr
+        assert admission.is_no_plan_refusal(result.stderr)
         assert kube.apply(plan(ns)).returncode == 0
         deadline = time.monotonic() + 10
         while (allowed := kube.apply(key("orphan", ns, tenant="strict"), dry_run=True)).returncode != 0:
             assert time.monotonic() < deadline, allowed.stderr
             time.sleep(0.2)
+        refused = kube.apply(key("orphan", ns, tenant="strict", tier="enterprise"), dry_run=True)
+        assert "spec.tier: enterprise is above the starter plan" in refused.stderr, "the plan policy still binds"
+        assert admission.REQUIRED_POLICY_NAME not in refused.stderr
     finally:
-        adm.delete_validating_admission_policy_binding(binding["metadata"]["name"])
+        adm.delete_validating_admission_policy_binding(admission.REQUIRED_BINDING_NAME)
+
+
+@pytest.mark.parametrize("without_plan", ["Deny", "Allow"])
+def test_the_chart_installs_the_generated_policies_and_bindings(without_plan: str) -> None:
+    docs = chart.render({"plans": {"withoutPlan": without_plan}})
+    kinds = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+    ours = {
+        d["metadata"]["name"]: d
+        for d in docs
+        if d["kind"] in kinds and "plan" in d["metadata"]["name"] and "audit" not in d["metadata"]["name"]
+    }
+    expected = {
+        d["metadata"]["name"]: d for d in [*admission.policies(), *admission.bindings(without_plan=without_plan)]
+    }
+    assert sorted(ours) == sorted(expected)
+    for name, doc in ours.items():
+        assert doc["spec"] == expected[name]["spec"], name

@@ -12,6 +12,11 @@ What admission cannot see is enforced elsewhere, and says so:
 * **how many keys** a namespace holds: a ResourceQuota (``count/tenantapikeys.penguinmails.io``)
   that the operator keeps equal to the plan's ``maxKeys`` — the API server counts objects, CEL
   cannot;
+* **a namespace without a plan** (``plans.withoutPlan: Deny``): no CEL runs without its
+  parameter, so a second policy, :data:`REQUIRED_POLICY_NAME`, is bound with ``Deny`` for a
+  missing plan, under a binding whose name tells the tenant what to do (the plan policy's own
+  binding then says ``Allow``: it applies where there is a plan); the UI and the plugin replace
+  that refusal with a plain sentence;
 * **keys in grace** and **manual rotations** (a counter bump needs the time of the last
   rotation; CEL has no clock): the operator ends the oldest grace beyond ``maxKeysInGrace``.
 
@@ -153,18 +158,58 @@ def policy() -> dict[str, Any]:
     }
 
 
-def binding(*, without_plan: str = "Deny") -> dict[str, Any]:
-    """The binding: the plan named ``plan`` in the request's namespace. ``without_plan``:
-    ``Deny`` (a namespace without a plan holds no keys) or ``Allow`` (it is not held to one)."""
+#: The policy that refuses keys in a namespace without a plan. The API server's refusal for a
+#: missing parameter is fixed text ("failed to configure binding: no params found for policy
+#: binding with `Deny` parameterNotFoundAction") and no CEL runs without the parameter, but the
+#: text names the policy and the binding — so their names say what is wrong and what to do.
+REQUIRED_POLICY_NAME = f"tenantplan-required.{v.GROUP}"
+REQUIRED_BINDING_NAME = f"ask-the-platform-team-for-a-tenantplan-named-{v.PLAN_NAME}.{v.GROUP}"
+
+
+def required_policy() -> dict[str, Any]:
+    """Matches what the plan policy matches; its one check always holds once there is a plan:
+    only its binding's ``Deny`` for a missing plan ever refuses."""
+    body = policy()
+    body["metadata"] = {"name": REQUIRED_POLICY_NAME}
+    body["spec"].pop("variables")
+    body["spec"]["validations"] = [
+        {
+            "expression": f"params.metadata.name == '{v.PLAN_NAME}'",
+            "message": f"this namespace has no TenantPlan named '{v.PLAN_NAME}'; ask the platform team for one",
+        }
+    ]
+    return body
+
+
+def policies() -> list[dict[str, Any]]:
+    return [policy(), required_policy()]
+
+
+def bindings(*, without_plan: str = "Deny") -> list[dict[str, Any]]:
+    """The plan policy's binding (the plan named ``plan`` in the request's namespace; without
+    one it does not apply) and, with ``without_plan="Deny"``, the binding that refuses keys in a
+    namespace without a plan, saying so. ``Allow``: such a namespace is held to no plan."""
     if without_plan not in ("Deny", "Allow"):
         raise ValueError(f"without_plan must be Deny or Allow, got {without_plan!r}")
+    found = [_binding(POLICY_NAME, POLICY_NAME, "Allow")]
+    if without_plan == "Deny":
+        found.append(_binding(REQUIRED_BINDING_NAME, REQUIRED_POLICY_NAME, "Deny"))
+    return found
+
+
+def _binding(name: str, policy_name: str, not_found: str) -> dict[str, Any]:
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": POLICY_NAME},
+        "metadata": {"name": name},
         "spec": {
-            "policyName": POLICY_NAME,
+            "policyName": policy_name,
             "validationActions": ["Deny"],
-            "paramRef": {"name": v.PLAN_NAME, "parameterNotFoundAction": without_plan},
+            "paramRef": {"name": v.PLAN_NAME, "parameterNotFoundAction": not_found},
         },
     }
+
+
+def is_no_plan_refusal(message: str) -> bool:
+    """Whether an API-server refusal is the one for a namespace without a plan."""
+    return REQUIRED_POLICY_NAME in message and "no params found" in message

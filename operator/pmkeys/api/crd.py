@@ -172,7 +172,7 @@ def plan_crd() -> dict[str, Any]:
         spec["properties"][unset_means_the_tier].pop("default", None)
     spec["description"] = "What the tenant may have; unset fields take the tier's defaults. Set by the platform."
     status = structural(TenantPlanStatus, with_defaults=False)
-    status["description"] = "The plan in force and its use, written by the operator."
+    status["description"] = "The plan in force (written by the operator) and its current use (by the verifiers)."
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -238,7 +238,7 @@ def render_plan_crd() -> str:
 
 
 def render_plan_policy() -> str:
-    return _HEADER + yaml.safe_dump(admission.policy(), sort_keys=False, width=100)
+    return _HEADER + yaml.safe_dump_all(admission.policies(), sort_keys=False, width=100)
 
 
 #: File name in crds/ → its rendering.

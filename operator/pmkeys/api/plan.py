@@ -18,6 +18,7 @@ same resolution in CEL, from the same table.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -81,14 +82,26 @@ class TenantPlanSpec(_Model):
     )
 
 
+class TenantUse(_Model):
+    """The tenant-wide limit's current use, measured by the verifiers: requests admitted for the
+    tenant, all its keys together, in the ``windowSeconds`` before ``asOf``."""
+
+    requests: int = Field(ge=0, description="Requests admitted in the window, all the tenant's keys together.")
+    window_seconds: int = Field(default=60, ge=1, description="The window, in seconds (the limit's own).")
+    as_of: dt.datetime = Field(description="When the verifiers measured it (RFC 3339).")
+
+
 class TenantPlanStatus(_Model):
-    """Written by the operator: the plan in force and how much of it the tenant uses."""
+    """Written by the operator (the plan in force) and the verifiers (``tenantUse``)."""
 
     observed_generation: int | None = None
     tier: Tier | None = None
     max_keys: int | None = None
     key_rate_limit: int | None = None
     tenant_rate_limit: int | None = None
+    tenant_use: TenantUse | None = Field(
+        default=None, description="The tenant-wide limit's current use, written by the verifiers (docs/plans.md)."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +135,15 @@ class EffectivePlan:
     def refusals(self, spec: TenantApiKeySpec) -> list[str]:
         """What in ``spec`` asks for more than this plan allows, each naming the field, the plan
         and the allowed values (the admission policy's checks, for what reached the operator
-        without them: keys older than the plan, or a namespace the policy does not bind)."""
-        plan = f"the {self.tier.value} plan ({self.source or 'default plan'})"
+        without them: keys older than the plan, or a namespace the policy does not bind), worded
+        as the policy words them."""
+        name = f"the {self.tier.value} plan"
+        ref = f"(TenantPlan {self.source})" if self.source else "(default plan)"
+        plan = f"{name} {ref}"
         found = []
         if spec.tier is not None and spec.tier not in self.allowed_tiers():
             allowed = ", ".join(t.value for t in self.allowed_tiers())
-            found.append(f"spec.tier: {spec.tier.value} is above {plan}; allowed: {allowed}")
+            found.append(f"spec.tier: {spec.tier.value} is above {name} of this tenant {ref}; allowed: {allowed}")
         if spec.rate_limit is not None and spec.rate_limit > self.key_rate_limit:
             found.append(
                 f"spec.rateLimit: {spec.rate_limit} exceeds the per-key ceiling of {plan}; "
@@ -143,12 +159,12 @@ class EffectivePlan:
         interval = parse_duration(spec.rotation.interval)
         if interval and interval < self.min_rotation_interval:
             found.append(
-                f"spec.rotation.interval: {spec.rotation.interval} is shorter than {plan} allows; "
+                f"spec.rotation.interval: {spec.rotation.interval} is shorter than {name} allows {ref}; "
                 f"allowed: 0 (no scheduled rotation) or at least {format_duration(self.min_rotation_interval)}"
             )
         if parse_duration(spec.rotation.grace_period) > self.max_grace_period:
             found.append(
-                f"spec.rotation.gracePeriod: {spec.rotation.grace_period} is longer than {plan} allows; "
+                f"spec.rotation.gracePeriod: {spec.rotation.grace_period} is longer than {name} allows {ref}; "
                 f"allowed: 0 to {format_duration(self.max_grace_period)}"
             )
         return found
@@ -178,15 +194,26 @@ def effective(spec: TenantPlanSpec, *, source: str = "") -> EffectivePlan:
     )
 
 
-def describe(plan: EffectivePlan | None, keys: int) -> list[tuple[str, str]]:
+#: What a tenant reads where its plan would be (the UI, the plugin).
+NO_PLAN = (
+    "This namespace has no TenantPlan: it is held to no plan, and where the platform requires one "
+    f"(the default) no key can be created here. Ask the platform team for a TenantPlan named "
+    f"'{v.PLAN_NAME}' in this namespace."
+)
+
+
+def describe(
+    plan: EffectivePlan | None, keys: int, *, use: TenantUse | None = None, now: dt.datetime | None = None
+) -> list[tuple[str, str]]:
     """What a tenant sees of its plan (the UI and the plugin show these rows)."""
     if plan is None:
-        return [("Plan", "none: this namespace has no TenantPlan (ask the platform team)")]
+        return [("Plan", f"none. {NO_PLAN}"), ("Keys", f"{keys}")]
     return [
         ("Plan", f"{plan.tier.value} ({plan.source})"),
         ("Keys", f"{keys} of {plan.max_keys}"),
         ("Per key", f"at most {plan.key_rate_limit} requests in any 60 seconds"),
         ("Tenant-wide", f"at most {plan.tenant_rate_limit} requests in any 60 seconds, all keys together"),
+        ("Current use", use_text(use, plan.tenant_rate_limit, now=now)),
         ("Tiers", ", ".join(t.value for t in plan.allowed_tiers())),
         ("Scopes", ", ".join(s.value for s in Scope if s in plan.scopes)),
         ("Environments", ", ".join(e.value for e in Environment if e in plan.environments)),
@@ -196,6 +223,33 @@ def describe(plan: EffectivePlan | None, keys: int) -> list[tuple[str, str]]:
             f"grace at most {format_duration(plan.max_grace_period)}",
         ),
     ]
+
+
+def use_text(use: TenantUse | None, limit: int, *, now: dt.datetime | None = None) -> str:
+    """ "42 of 300 in the last 60 s, as of 12 s ago": the figure, and how old it is."""
+    if use is None:
+        return f"not measured yet (0 of {limit} as far as the verifiers have reported)"
+    age = max(0, int(((now or dt.datetime.now(dt.UTC)) - use.as_of).total_seconds()))
+    return f"{use.requests} of {limit} in the last {use.window_seconds} s, as of {_age(age)} ago"
+
+
+def _age(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def use_from_body(body: dict[str, Any]) -> TenantUse | None:
+    """The tenant-wide limit's current use as the verifiers last wrote it, if they did."""
+    raw = (body.get("status") or {}).get("tenantUse")
+    if not raw:
+        return None
+    try:
+        return TenantUse.model_validate(raw)
+    except ValidationError:
+        return None
 
 
 def default_plan(tier: Tier = Tier.STARTER) -> EffectivePlan:

@@ -13,6 +13,8 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from pmkeys.api import vocabulary as v
+from pmkeys.api.admission import is_no_plan_refusal
+from pmkeys.api.plan import NO_PLAN
 from pmkeys.tenantapikey import TenantApiKeys
 
 T = TypeVar("T")
@@ -84,6 +86,8 @@ def api_message(exc: ApiException, what: str) -> str:
         detail = ""
     if exc.status == 404:
         return f"{what} not found"
+    if is_no_plan_refusal(detail):
+        return f"refused: {NO_PLAN}"
     if exc.status == 403:
         return f"forbidden: {detail or exc.reason}"
     return f"{what}: {detail or exc.reason} (HTTP {exc.status})"

@@ -34,6 +34,7 @@ from pmkeys.ui.schemas import (
     KeyView,
     Me,
     NamespaceView,
+    PlanView,
     Regenerate,
     RegenerateResult,
     RevealedKey,
@@ -94,6 +95,16 @@ def namespace(namespace: Namespace, caller: CallerDep, ui: Ui) -> NamespaceView:
     """Your rights in one tenant namespace."""
     a = namespace_access(ui, caller.user, namespace)
     return NamespaceView(namespace=a.namespace, tenant=a.tenant, can_manage=a.can_manage, can_reveal=a.can_reveal)
+
+
+@router.get("/namespaces/{namespace}/plan", response_model=PlanView, tags=["plans"])
+def get_plan(namespace: Namespace, caller: CallerDep, api: ClientDep, ui: Ui) -> PlanView:
+    """The namespace's TenantPlan as its tenant sees it: tier, "3 of 10 keys", the per-key and
+    tenant-wide limits, the tenant-wide limit's current use (with how old that figure is) and
+    what a new key may ask for. A namespace without a plan answers `hasPlan: false` and says
+    what to do. Read with your own identity: 403 when your role may not read tenantplans."""
+    keys = tenant_keys(caller, api, ui, namespace)
+    return keys.plan().view(len(keys.all()))
 
 
 @router.get("/namespaces/{namespace}/keys", response_model=KeyList)

@@ -17,6 +17,9 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from pmkeys.api.admission import is_no_plan_refusal
+from pmkeys.api.plan import NO_PLAN
+
 #: API-server field paths (without list indexes) → the JSON API / form field names.
 FIELD_NAMES: dict[str, str] = {
     "metadata.name": "name",
@@ -104,6 +107,8 @@ def from_api_exception(exc: ApiException, *, what: str) -> UiError:
     code = exc.status or 502
     if code == 401:
         return UiError(401, "unauthenticated", "your token is no longer accepted by the cluster; sign in again")
+    if code in (400, 403, 422) and is_no_plan_refusal(message):
+        return UiError(422, "no_plan", NO_PLAN, [FieldError("", NO_PLAN)])
     if code == 403:
         return UiError(403, "forbidden", f"you are not allowed to do this to {what}: {message}")
     if code == 404:

@@ -32,6 +32,7 @@ from pmkeys.tenantapikey import (
 )
 from pmkeys.ui.errors import FieldError, UiError, from_api_exception, unavailable
 from pmkeys.ui.identity import REQUEST_TIMEOUT, Access, User
+from pmkeys.ui.plans import TenantPlanState, read_plan, refuse_beyond
 from pmkeys.ui.schemas import EventView, GracePeriod, KeyCreate, KeyView, RegenerateResult, RevealedKey
 from pmkeys.ui.views import build_manifest, event_views, key_view
 
@@ -56,6 +57,7 @@ class TenantKeys:
         self.access = access
         self.namespace = access.namespace
         self.user = user
+        self._api = api
         self._keys = TenantApiKeys(api, timeout=REQUEST_TIMEOUT)
         self._core = client.CoreV1Api(api)
 
@@ -87,9 +89,27 @@ class TenantKeys:
         )
         return event_views(listing.items, uid=uid)
 
+    def plan(self) -> TenantPlanState:
+        """The namespace's TenantPlan, read as the user (403 when their role may not)."""
+        return read_plan(self._api, self.namespace)
+
+    def plan_or_none(self) -> TenantPlanState | None:
+        """The plan, or None when the user's role may not read it (admission still applies it)."""
+        try:
+            return self.plan()
+        except UiError as err:
+            if err.status == 403:
+                return None
+            raise
+
     # -- changing -----------------------------------------------------------------------
     def create(self, request: KeyCreate) -> KeyView:
+        """Create the key, refused first (422, naming each field) if it asks for more than the
+        namespace's plan allows; admission judges again whatever passes."""
         manifest = build_manifest(request, namespace=self.namespace, tenant=self.access.tenant)
+        plan = self.plan_or_none() if self.access.can_manage else None  # else RBAC answers first
+        if plan is not None and plan.plan is not None:
+            refuse_beyond(plan.plan, manifest, keys=len(self.all()))
         created = _call(lambda: self._keys.create(self.namespace, manifest), what=self._what(request.name))
         logger.info("%s created %s", self.user.username, self._what(request.name))
         return key_view(created)

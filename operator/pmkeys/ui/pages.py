@@ -39,6 +39,7 @@ from pmkeys.ui.context import UiContext
 from pmkeys.ui.errors import UiError, validation_error
 from pmkeys.ui.identity import Access, InvalidToken
 from pmkeys.ui.keys import TenantKeys
+from pmkeys.ui.plans import form_choices, grace_choices
 from pmkeys.ui.schemas import GRACE_CHOICES, PATTERN_HINTS, ROTATION_CHOICES, EventView, KeyCreate
 from pmkeys.ui.sessions import CSRF_FIELD, Session, new_token, same_token
 from pmkeys.ui.trail import client_address
@@ -61,6 +62,7 @@ FIELD_LABELS: dict[str, str] = {
     "rateLimit": "Custom limit",
     "expiresAt": "Expires on",
     "rotationInterval": "Automatic rotation",
+    "gracePeriod": "Grace period",
 }
 PHASE_STYLES: dict[str, str] = {
     Phase.ACTIVE: "ok",
@@ -250,12 +252,15 @@ def key_list(
     access = _access(ui, session, namespace)
     phase = Phase(status) if status in {p.value for p in Phase} else None
     with ui.client_for(session.token) as api:
-        keys = TenantKeys(api, access, session.user).all()
+        tenant = TenantKeys(api, access, session.user)
+        keys = tenant.all()
+        state = tenant.plan_or_none()
     shown = {k.name for k in keys if matches(k, name=q, phase=phase)}
     return render(
         request,
         "list.html",
         keys=keys,
+        plan=state.view(len(keys)) if state is not None else None,
         shown=shown,
         q=q,
         status=phase.value if phase else "",
@@ -273,14 +278,23 @@ def _create_page(
     error: UiError | None = None,
     status_code: int = 200,
 ) -> Response:
-    return render(request, "create.html", status_code, form=form, error=error, **_common(ui, session, access))
+    with ui.client_for(session.token) as api:
+        tenant = TenantKeys(api, access, session.user)
+        state = tenant.plan_or_none()
+        view = state.view(len(tenant.all())) if state is not None else None
+    choices = form_choices(state.plan if state is not None else None)
+    for name, default in choices.defaults.items():
+        form.setdefault(name, default)
+    return render(
+        request, "create.html", status_code, form=form, error=error, plan=view, choices=choices,
+        **_common(ui, session, access),
+    )  # fmt: skip
 
 
 @router.get("/ns/{namespace}/keys/new")
 def create_form(request: Request, ui: Ui, session: SessionDep, namespace: Namespace) -> Response:
     access = _access(ui, session, namespace)
-    form = {"environment": "live", "scopes": ["send_email"], "tier": "starter", "rotationInterval": "90d"}
-    return _create_page(request, ui, session, access, form=form)
+    return _create_page(request, ui, session, access, form={})
 
 
 @router.post("/ns/{namespace}/keys/new")
@@ -298,6 +312,7 @@ def create(
     rate_limit: Annotated[str, Form(alias="rateLimit", max_length=32)] = "",
     expires_at: Annotated[str, Form(alias="expiresAt", max_length=64)] = "",
     rotation_interval: Annotated[str, Form(alias="rotationInterval", max_length=64)] = "0",
+    grace_period: Annotated[str, Form(alias="gracePeriod", max_length=64)] = "",
 ) -> Response:
     check_csrf(request, session, csrf_token)
     access = _access(ui, session, namespace)
@@ -310,10 +325,12 @@ def create(
         "rateLimit": rate_limit.strip(),
         "expiresAt": expires_at.strip(),
         "rotationInterval": rotation_interval.strip() or "0",
+        "gracePeriod": grace_period.strip(),
     }
     payload = {
         **form,
         "rateLimit": form["rateLimit"] or None,
+        "gracePeriod": form["gracePeriod"] or None,
         "expiresAt": f"{form['expiresAt']}T23:59:59Z" if form["expiresAt"] else None,
     }
     try:
@@ -325,7 +342,7 @@ def create(
         with ui.client_for(session.token) as api:
             created = TenantKeys(api, access, session.user).create(request_model)
     except UiError as err:
-        if err.status in (409, 422):
+        if err.status in (403, 409, 422):  # 403: admission (the plan, the key quota) or RBAC
             return _create_page(request, ui, session, access, form=form, error=err, status_code=err.status)
         raise
     return RedirectResponse(f"/ns/{namespace}/keys/{quote(created.name)}?issued=new", status_code=303)
@@ -350,6 +367,7 @@ def key_detail(
             if err.status != 403:
                 raise
             events = None  # RBAC allows the key but not its Events: show the rest of the page
+        state = keys.plan_or_none()
     trail, trail_error = ui.audit.views(audit.trail_query(namespace, name=name, limit=50))
     return render(
         request,
@@ -359,5 +377,6 @@ def key_detail(
         trail=trail,
         trail_error=trail_error,
         awaiting=issued == "new",
+        graces=grace_choices(state.plan if state is not None else None),
         **_common(ui, session, access),
     )

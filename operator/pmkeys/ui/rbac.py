@@ -3,9 +3,10 @@
 * :data:`UI_RULES` — the UI's own ServiceAccount (``pmkeys-ui``), cluster-wide: check tokens,
   ask authorization questions, find tenant namespaces. Nothing over tenants' objects.
 * :data:`TENANT_ADMIN_RULES` — what a tenant user needs in their namespace to use every page:
-  manage ``tenantapikeys``, reveal a key once (get + patch on ``secrets``: read it, mark it
+  manage ``tenantapikeys``, read the namespace's plan (``get`` on ``tenantplans``, never a write:
+  the plan is the platform's), reveal a key once (get + patch on ``secrets``: read it, mark it
   seen), read the audit trail (``events``).
-* :data:`TENANT_VIEWER_RULES` — read-only: the list, the detail and the audit trail.
+* :data:`TENANT_VIEWER_RULES` — read-only: the list, the plan, the detail and the audit trail.
 
 The Helm chart ships them as a ClusterRole for the UI and the ClusterRoles
 ``pmkeys-tenant-admin`` / ``pmkeys-tenant-viewer`` that administrators bind per namespace;
@@ -32,12 +33,14 @@ TENANT_ADMIN_RULES: list[Rule] = [
         "resources": [v.PLURAL],
         "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
     },
+    {"apiGroups": [v.GROUP], "resources": [v.PLAN_PLURAL], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
 ]
 
 TENANT_VIEWER_RULES: list[Rule] = [
     {"apiGroups": [v.GROUP], "resources": [v.PLURAL], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [v.GROUP], "resources": [v.PLAN_PLURAL], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
 ]
 

@@ -86,6 +86,12 @@ class KeyCreate(_Request):
         pattern=DURATION_PATTERN,
         description="Scheduled rotation: <number><unit> with units d, h, m, s (e.g. 90d, 720h); 0 = never.",
     )
+    grace_period: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=DURATION_PATTERN,
+        description="How long a rotated key keeps working (e.g. 1h, 24h); unset = the CRD's default, 24h.",
+    )
 
     model_config = ConfigDict(json_schema_extra={"allOf": [_tier_ceiling(t, n) for t, n in TIER_RATE_LIMITS.items()]})
 
@@ -271,3 +277,41 @@ class Vocabulary(_Response):
     )
     grace_periods: list[str] = Field(default_factory=lambda: list(GRACE_CHOICES))
     phases: list[Phase] = Field(default_factory=lambda: list(Phase))
+
+
+class TenantUseView(_Response):
+    """The tenant-wide limit's current use, as the verifiers last wrote it into the plan's status."""
+
+    requests: int = Field(description="Requests admitted in the window, all the tenant's keys together.")
+    limit: int = Field(description="The tenant-wide limit: requests in any window.")
+    window_seconds: int = 60
+    as_of: dt.datetime = Field(description="When the verifiers measured it.")
+    age_seconds: int = Field(description="How old the figure was when this answer was made.")
+
+
+class PlanRow(_Response):
+    label: str
+    value: str
+
+
+class PlanView(_Response):
+    """The namespace's TenantPlan as its tenant sees it. ``hasPlan`` false: the namespace has
+    none (``message`` says what to do); the limits are then null."""
+
+    namespace: str
+    has_plan: bool
+    message: str = ""
+    source: str = Field(default="", description="The plan object, <namespace>/plan.")
+    tier: Tier | None = None
+    keys: int = Field(description="TenantApiKey objects in the namespace (revoked ones count).")
+    max_keys: int | None = None
+    key_rate_limit: int | None = Field(default=None, description="Ceiling of one key, requests per minute.")
+    tenant_rate_limit: int | None = Field(default=None, description="All keys together, requests per minute.")
+    tenant_use: TenantUseView | None = Field(default=None, description="Null until a verifier has reported it.")
+    allowed_tiers: list[Tier] = Field(default_factory=list)
+    scopes: list[Scope] = Field(default_factory=list)
+    environments: list[Environment] = Field(default_factory=list)
+    min_rotation_interval: str | None = None
+    max_grace_period: str | None = None
+    max_keys_in_grace: int | None = None
+    rows: list[PlanRow] = Field(default_factory=list, description="What the page and kubectl pmkeys plan show.")

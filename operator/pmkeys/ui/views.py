@@ -38,6 +38,8 @@ def build_manifest(request: KeyCreate, *, namespace: str, tenant: str) -> dict[s
         "tier": request.tier.value,
         "rotation": {"interval": request.rotation_interval},
     }
+    if request.grace_period is not None:
+        spec["rotation"]["gracePeriod"] = request.grace_period
     if request.display_name:
         spec["displayName"] = request.display_name
     if request.rate_limit is not None:
