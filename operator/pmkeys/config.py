@@ -133,6 +133,9 @@ class VerifierSettings(_Settings):
     usage_shards: int = Field(default=16, ge=1, le=256)
     #: Budget of ``status.usage`` copies written per second (all replicas with Redis together).
     usage_status_writes_per_second: float = Field(default=10.0, gt=0)
+    #: Budget of TenantPlan ``status.tenantUse`` writes per second (the current use of the
+    #: tenant-wide limit; all replicas with Redis together).
+    tenant_use_writes_per_second: float = Field(default=5.0, gt=0)
     #: Failed verifications allowed per client per minute before it gets 429.
     failed_attempts_per_minute: int = Field(default=30, ge=1)
     watch: bool = True

@@ -14,7 +14,7 @@ from kubernetes.client.exceptions import ApiException
 from pmkeys.api import vocabulary as v
 from pmkeys.api.durations import parse_duration
 from pmkeys.api.plan import describe as describe_plan
-from pmkeys.api.plan import plan_from_body
+from pmkeys.api.plan import plan_from_body, use_from_body
 from pmkeys.plugin.cluster import Cluster, CommandError, api_message
 from pmkeys.plugin.output import age, describe_text, emit, report, spec_of, status_of, table
 from pmkeys.reveal import AlreadyRevealed, NotIssuedYet, reveal_once
@@ -197,13 +197,14 @@ def _wait(cluster: Cluster, name: str, timeout: float, done: Callable[[TenantApi
 
 
 def cmd_plan(cluster: Cluster, args: argparse.Namespace, out: TextIO) -> None:
-    """The namespace's TenantPlan as the tenant sees it: tier, "3 of 10 keys", both limits."""
+    """The namespace's TenantPlan as the tenant sees it: tier, "3 of 10 keys", both limits and the
+    tenant-wide limit's current use, with its age (the verifiers write it into the plan's status)."""
     body = cluster.plan()
     if args.output != "table":
         emit(body or {}, args.output, out)
         return
     keys = len(cluster.objects(all_namespaces=False))
-    rows = describe_plan(plan_from_body(body) if body else None, keys)
+    rows = describe_plan(plan_from_body(body) if body else None, keys, use=use_from_body(body) if body else None)
     width = max(len(label) for label, _ in rows) + 2
     out.write("".join(f"{label + ':':<{width}}{value}\n" for label, value in rows))
 

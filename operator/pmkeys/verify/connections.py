@@ -17,10 +17,12 @@ from redis import asyncio as aioredis
 
 from pmkeys.config import VerifierSettings
 from pmkeys.kubeclient import api_client
+from pmkeys.verify.limiting import Limits
 from pmkeys.verify.plans import PlanBook, PlanWatch
 from pmkeys.verify.possession import RedisReceipts
 from pmkeys.verify.ratelimit import RedisHealth, SharedWindows
 from pmkeys.verify.redisclient import connect_to, prepare
+from pmkeys.verify.tenant_use import SharedActive, TenantUseStatus
 from pmkeys.verify.usage import UsageCounter, UsageFlusher
 from pmkeys.verify.usage_ledgers import Ledgers
 from pmkeys.verify.usage_redis import SharedUsage
@@ -69,6 +71,8 @@ class Kubernetes:
     usage_namespace: str = ""
     usage_shards: int = 16
     usage_status_writes_per_second: float = 10.0
+    tenant_use_writes_per_second: float = 5.0
+    redis_prefix: str = "pmkeys"
 
     @classmethod
     def from_settings(cls, settings: VerifierSettings, *, api: kube_client.ApiClient | None = None) -> Kubernetes:
@@ -81,6 +85,8 @@ class Kubernetes:
             usage_namespace=settings.usage_namespace or own_namespace(),
             usage_shards=settings.usage_shards,
             usage_status_writes_per_second=settings.usage_status_writes_per_second,
+            tenant_use_writes_per_second=settings.tenant_use_writes_per_second,
+            redis_prefix=settings.redis_prefix,
         )
 
     def watcher(self, listener: Listener) -> ObjectWatch:
@@ -89,7 +95,9 @@ class Kubernetes:
     def plan_watcher(self, book: PlanBook) -> PlanWatch:
         return PlanWatch(self.api, book, namespaces=self.namespaces, loop=asyncio.get_running_loop())
 
-    def flusher(self, usage: UsageCounter, *, shared: SharedUsage | None) -> UsageFlusher:
+    def flusher(self, usage: UsageCounter, *, redis: Redis | None, limits: Limits | None = None) -> UsageFlusher:
+        """The usage writer (with Redis: shared pending counts) and, given the limits, the
+        tenant-wide limit's current use written into the plans."""
         ledgers = Ledgers(self.api, namespace=self.usage_namespace or own_namespace(), shards=self.usage_shards)
         budget = max(1, int(self.usage_status_writes_per_second * self.usage_flush_seconds))
         return UsageFlusher(
@@ -98,8 +106,14 @@ class Kubernetes:
             ObjectStatus(self.api),
             Mirror(budget=budget),
             interval=self.usage_flush_seconds,
-            shared=shared,
+            shared=redis.usage if redis is not None else None,
+            tenant_use=self.tenant_use(limits, redis) if limits is not None else None,
         )
+
+    def tenant_use(self, limits: Limits, redis: Redis | None) -> TenantUseStatus:
+        active = SharedActive(redis.client, prefix=self.redis_prefix, health=redis.health) if redis else None
+        budget = max(1, int(self.tenant_use_writes_per_second * self.usage_flush_seconds))
+        return TenantUseStatus(self.api, limits, budget=budget, interval=self.usage_flush_seconds, shared=active)
 
 
 def own_namespace() -> str:

@@ -13,6 +13,8 @@ from the next request without touching anybody's window.
 
 from __future__ import annotations
 
+import time
+
 from pmkeys.verify.cache import Entry
 from pmkeys.verify.decision import Decision, Outcome
 from pmkeys.verify.plans import PlanBook
@@ -25,6 +27,9 @@ class Limits:
         self.local = local
         self._shared = shared
         self._plans = plans.by_namespace
+        #: namespace → tenant of the requests held to a tenant-wide limit since the last
+        #: :meth:`take_active` (whose current use :mod:`pmkeys.verify.tenant_use` reports).
+        self.active: dict[str, str] = {}
 
     async def check(self, entry: Entry, now: int) -> Verdict | None:
         """Both limits for one request of ``entry``; None when Redis is down and the policy is closed."""
@@ -33,9 +38,28 @@ class Limits:
             key_limit, tenant_limit = entry.rate_limit, 0
         else:
             key_limit, tenant_limit = min(entry.rate_limit, plan.key_rate_limit), plan.tenant_rate_limit
+            self.active[entry.namespace] = entry.tenant
         if self._shared is None:
             return self.local.hit(entry.uid, key_limit, now, tenant=entry.tenant, tenant_limit=tenant_limit)
         return await self._shared.hit(entry.uid, key_limit, now, tenant=entry.tenant, tenant_limit=tenant_limit)
+
+    def take_active(self) -> dict[str, str]:
+        taken, self.active = self.active, {}
+        return taken
+
+    def has_plan(self, namespace: str) -> bool:
+        return namespace in self._plans
+
+    def tenant_limit(self, namespace: str) -> int:
+        plan = self._plans.get(namespace)
+        return plan.tenant_rate_limit if plan is not None else 0
+
+    async def tenant_use(self, tenant: str) -> int | None:
+        """Admissions of ``tenant`` in the last 60 seconds, all its keys (None: not known now)."""
+        now = time.monotonic_ns() // 1000
+        if self._shared is None:
+            return self.local.tenant_use(tenant, now)
+        return await self._shared.tenant_use(tenant, now)
 
 
 def admitted(entry: Entry, verdict: Verdict) -> Decision:

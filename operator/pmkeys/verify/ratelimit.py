@@ -113,6 +113,7 @@ class SharedWindows:
         self._health = health
         self._window = local.window_us
         self._script = client.register_script(lua("windows.lua"))
+        self._use = client.register_script(lua("tenant_use.lua"))
         self._outage = (
             "limiting each replica locally (failure policy open)"
             if policy == "open"
@@ -140,3 +141,15 @@ class SharedWindows:
         if self.policy == "open":
             return self._local.hit(key_id, key_limit, now, tenant=tenant, tenant_limit=tenant_limit)
         return None
+
+    async def tenant_use(self, tenant: str, now: int) -> int | None:
+        """Admissions of ``tenant`` in the window (Redis's clock); while Redis is down, this
+        replica's own count (policy open) or None (closed)."""
+        if self._health.should_try():
+            try:
+                used = await self._use(keys=[window_keys(self._prefix, tenant, "")[1]], args=[self._window])
+            except REDIS_DOWN as exc:
+                self._health.failed(exc, what=self._outage)
+            else:
+                return int(used)
+        return self._local.tenant_use(tenant, now) if self.policy == "open" else None

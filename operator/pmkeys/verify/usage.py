@@ -18,7 +18,8 @@ The hot path only adds to an in-memory :class:`Tally`. Every ``usage_flush_secon
   ``resourceVersion``, so replicas sum without double-counting);
 * the writer then copies changed ledger entries to ``status.usage``, at most
   ``usage_status_writes_per_second`` times the interval objects, oldest copy first
-  (:mod:`~pmkeys.verify.usage_status`).
+  (:mod:`~pmkeys.verify.usage_status`), and then the tenant-wide limit's current use into the
+  plans of the tenants that had requests, within its own budget (:mod:`~pmkeys.verify.tenant_use`).
 
 Only objects that saw traffic are written. A write that fails (API server down) keeps the deltas
 to be retried next interval; an object that is gone (or was recreated: another uid) drops them.
@@ -39,6 +40,7 @@ from kubernetes.client.exceptions import ApiException
 from pmkeys.verify.ratelimit import REDIS_DOWN
 
 if TYPE_CHECKING:
+    from pmkeys.verify.tenant_use import TenantUseStatus
     from pmkeys.verify.usage_ledgers import Ledgers, Totals
     from pmkeys.verify.usage_redis import SharedUsage
     from pmkeys.verify.usage_status import Mirror, ObjectStatus
@@ -99,6 +101,7 @@ class UsageFlusher:
         *,
         interval: float,
         shared: SharedUsage | None = None,
+        tenant_use: TenantUseStatus | None = None,
         concurrency: int = 8,
     ) -> None:
         self.counter = counter
@@ -107,6 +110,7 @@ class UsageFlusher:
         self.mirror = mirror
         self.interval = interval
         self.shared = shared
+        self.tenant_use = tenant_use
         self._limit = asyncio.Semaphore(concurrency)
         #: Copies have their own permits, so a slow round of them never queues the ledger writes.
         self._copy_limit = asyncio.Semaphore(concurrency)
@@ -148,6 +152,8 @@ class UsageFlusher:
                 shared.health.failed(exc, what="writing usage to the ledgers directly")
                 writer = True
         self.counter.restore(await self._record(self.ledgers.group(local)))
+        if self.tenant_use is not None:
+            await self.tenant_use.share()
         if writer:
             self._start_copying()
         self.flushes += 1
@@ -204,12 +210,16 @@ class UsageFlusher:
                 self.mirror.copied(uid, totals)
 
         await asyncio.gather(*(one(uid, totals) for uid, totals in self.mirror.due(self.ledgers.books)))
+        if self.tenant_use is not None:
+            await self.tenant_use.report()
 
     def close(self) -> None:
         if self._copying is not None:
             self._copying.cancel()
         self.ledgers.close()
         self.status.close()
+        if self.tenant_use is not None:
+            self.tenant_use.close()
 
 
 def _reason(exc: BaseException) -> str:

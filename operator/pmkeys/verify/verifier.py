@@ -161,7 +161,7 @@ class Verifier(Lifecycle, ErrorReports):
         self.plan_watch: PlanWatch | None = None
         self.flusher: UsageFlusher | None = None
         if kubernetes is not None:
-            self.flusher = kubernetes.flusher(self._usage, shared=redis.usage if redis else None)
+            self.flusher = kubernetes.flusher(self._usage, redis=redis, limits=self._limits)
 
     @classmethod
     def from_settings(cls, settings: VerifierSettings, *, kube: kube_client.ApiClient | None = None) -> Verifier:

@@ -174,6 +174,11 @@ class WindowLimiter:
             return Verdict(allowed, key_state)
         return Verdict(allowed, key_state, tenant_log.state(tenant_limit, tenant_used, now, window))
 
+    def tenant_use(self, tenant: str, now: int) -> int:
+        """Admissions of ``tenant`` (all its keys) in the window ending at ``now``."""
+        log = self._tenants.get(tenant)
+        return 0 if log is None else log.expire(now - self.window_us)
+
     def prune(self, now: int) -> int:
         """Forget logs whose newest admission left the window. Returns how many went."""
         cutoff = now - self.window_us
