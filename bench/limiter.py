@@ -1,7 +1,7 @@
 """What the two-limit check costs: time per check and bytes per active key, in memory and in
 Redis, beside the GCRA it replaced (kept here, and in the failed-attempt gate, as the baseline).
 
-    .venv/bin/python bench/limiter.py [--keys 2000]
+    .venv/bin/python bench/limiter.py [--keys 2000] [--fleet 20000]
 
 ``bench/verify.py`` runs this first and prints its figures with the verifier's. Each figure is
 measured in the same run as its baseline, so a loaded machine shifts both alike:
@@ -13,6 +13,14 @@ measured in the same run as its baseline, so a loaded machine shifts both alike:
 * bytes per active key: a key whose window is full (60 and 1000 admissions) — Python object
   sizes in memory, ``MEMORY USAGE`` in Redis — against the GCRA's one integer (in memory: the
   int and its dict slot; in Redis: the TAT string key).
+
+``--fleet N`` adds what a whole fleet costs Redis: N enterprise keys (1000/min) in N/100 tenants,
+every key's window full (1000 admissions in the last minute) — Redis's ``used_memory`` before
+and after, per key and in all. Filling N·1000 admissions through the script would take hours
+here, so the logs are written as the script writes them (LPUSH of the same µs stamps, the same
+PEXPIRE), and one key filled through ``windows.lua`` checks that both give the same
+``MEMORY USAGE``. Tenant logs are not filled (a tenant-wide limit is a plan option; with one,
+add a tenant's log per tenant: at most its limit's entries).
 """
 
 from __future__ import annotations
@@ -91,6 +99,51 @@ async def redis_figures(server: RedisServer, calls: int) -> dict[str, float]:
     return {"redis_check_us": check_us, "redis_ping_us": ping_us, **sizes}
 
 
+async def fleet_figures(server: RedisServer, keys: int, admissions: int = 1000) -> dict[str, float]:
+    """Redis memory with ``keys`` full enterprise windows (see the module docstring)."""
+    client = connect(server.url, timeout=30)
+    shared = SharedWindows(client, prefix="fleet", policy="closed", local=WindowLimiter(), health=RedisHealth())
+    start_us = 1_760_000_000_000_000
+    for n in range(admissions):  # one key through the script, as the verifier fills it
+        await shared.hit("probe", admissions, 0, tenant="probe", at=start_us + n * 50_000)
+    await client.aclose()
+    plain = sync_redis.Redis.from_url(server.url)
+    scripted = int(plain.memory_usage(window_keys("fleet", "probe", "probe")[0]) or 0)
+    plain.flushall()
+    before = int(plain.info("memory")["used_memory"])
+    stamps = [str(start_us + n * 50_000) for n in range(admissions)]  # LPUSHed oldest first: newest at the head
+    started = time.perf_counter()
+    pipe = plain.pipeline(transaction=False)
+    for n in range(keys):
+        name = window_keys("fleet", f"tenant{n % max(1, keys // 100)}", f"k{n:011d}")[0]
+        pipe.lpush(name, *stamps)
+        pipe.pexpire(name, 3_600_000)
+        if n % 200 == 199:
+            pipe.execute()
+    pipe.execute()
+    fill_s = time.perf_counter() - started
+    after = int(plain.info("memory")["used_memory"])
+    written = int(plain.memory_usage(window_keys("fleet", "tenant0", f"k{0:011d}")[0]) or 0)
+    plain.close()
+    return {
+        "fleet_keys": keys,
+        "fleet_redis_mb": (after - before) / 2**20,
+        "fleet_bytes_per_key": (after - before) / keys,
+        "fleet_memory_usage_scripted": scripted,
+        "fleet_memory_usage_written": written,
+        "fleet_fill_s": fill_s,
+    }
+
+
+def measure_fleet(keys: int) -> dict[str, float]:
+    server = RedisServer(workdir=Path(tempfile.mkdtemp(prefix="pmkeys-bench-redis-")))
+    server.start()
+    try:
+        return asyncio.run(fleet_figures(server, keys))
+    finally:
+        server.cleanup()
+
+
 def measure(keys: int) -> dict[str, float]:
     window_ns, gcra_ns = inprocess_ns(keys)
     figures: dict[str, float] = {"inproc_two_limit_ns": window_ns, "inproc_gcra_ns": gcra_ns}
@@ -127,7 +180,18 @@ def report(figures: dict[str, float]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keys", type=int, default=2000)
-    report(measure(parser.parse_args().keys))
+    parser.add_argument("--fleet", type=int, default=0, help="also: Redis memory of this many full enterprise keys")
+    args = parser.parse_args()
+    report(measure(args.keys))
+    if args.fleet:
+        f = measure_fleet(args.fleet)
+        print(
+            f"Redis with {args.fleet} enterprise keys, each window full (1000 admissions): "
+            f"{f['fleet_redis_mb']:.0f} MB used_memory, {f['fleet_bytes_per_key']:.0f} bytes per key "
+            f"(MEMORY USAGE of one key: {f['fleet_memory_usage_written']:.0f} written as the script writes, "
+            f"{f['fleet_memory_usage_scripted']:.0f} filled through windows.lua); filled in {f['fleet_fill_s']:.0f} s"
+        )
+        print(" ".join(f"{k}={v:.0f}" for k, v in f.items()))
     return 0
 
 

@@ -81,6 +81,12 @@ class Tally:
     requests: int = 0
     non2xx: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
+    #: Seconds each sweep request took (the new replica's first answer per key).
+    latencies: list[float] = field(default_factory=list)
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
 
     def count(self, status: int) -> None:
         self.requests += 1
@@ -141,7 +147,9 @@ async def sweep(http: httpx.AsyncClient, replica: Replica, keys: list[FarmKey], 
         while not queue.empty():
             key = queue.get_nowait()
             while True:
+                sent = time.perf_counter()
                 status = await verify(http, replica, key)
+                tally.latencies.append(time.perf_counter() - sent)
                 tally.count(status)
                 if 200 <= status < 300:
                     break
@@ -224,6 +232,7 @@ async def replace(
         print(f"steady traffic: {steady.requests} requests ({rate:.0f}/s), {steady.non2xx} non-2xx", flush=True)
 
         stop = asyncio.Event()
+        first = Tally()  # C's answers to the sweep: its first request for each key
         traffic = asyncio.ensure_future(background(http, replicas, keys, args.workers, during, stop))
         # A rolling update with maxUnavailable 0 (two replicas): the new pod first; once it is
         # ready the old one gets SIGTERM and, at the same moment, starts leaving the endpoints,
@@ -240,7 +249,7 @@ async def replace(
         replicas.append(c)
         stopping = asyncio.ensure_future(terminate(b, endpoint_lag=args.endpoint_lag))
         print(f"C ready after {ready_s:.1f}s; B got SIGTERM; sending every key to C", flush=True)
-        await sweep(http, c, keys, args.concurrency, during)
+        await sweep(http, c, keys, args.concurrency, first)
         all_served = time.perf_counter() - killed
         stop.set()
         await traffic
@@ -259,9 +268,11 @@ async def replace(
             "ready_s": ready_s,
             "all_served_s": all_served,
             "served_after_ready_s": all_served - ready_s,
-            "requests": during.requests,
-            "non2xx": during.non2xx,
-            "statuses": json.dumps(during.statuses),  # type: ignore[dict-item]
+            "requests": during.requests + first.requests,
+            "non2xx": during.non2xx + first.non2xx,
+            "statuses": json.dumps({"traffic": during.statuses, "sweep": first.statuses}),  # type: ignore[dict-item]
+            "first_p50_ms": 1000 * first.percentile(0.5),
+            "first_p99_ms": 1000 * first.percentile(0.99),
             "new_bcrypt": new_bcrypt,
             "new_cpu_s": c_cpu,
             "new_rss_mb": c_rss,
@@ -311,7 +322,7 @@ def main() -> None:
         print(
             f"replacement: C ready {result['ready_s']:.1f}s after its start, every key served by C "
             f"{result['all_served_s']:.1f}s after it (bar < 10 s), {result['served_after_ready_s']:.1f}s after "
-            "it took traffic; {result['non2xx']:.0f} of "
+            f"it took traffic; {result['non2xx']:.0f} of "
             f"{result['requests']:.0f} answers not 2xx ({pct:.3f}%, bar < 0.1%) {result['statuses']}",
             flush=True,
         )
@@ -325,7 +336,9 @@ def main() -> None:
         print(
             f"what C waited on: {result['vault_reads']:.0f} Vault reads, {result['vault_mean_ms']:.0f} ms each on "
             f"average: {result['preloaded']:.0f} records preloaded in {result['preload_s']:.1f} s before it was "
-            f"ready, {result['misses']:.0f} cache misses on requests (one Vault read each)",
+            f"ready, {result['misses']:.0f} cache misses on requests (one Vault read each); its first answer "
+            f"for each key took {result['first_p50_ms']:.0f} ms (p50), {result['first_p99_ms']:.0f} ms (p99) "
+            "as the bench saw it",
             flush=True,
         )
         print(
@@ -340,7 +353,8 @@ def main() -> None:
             f"vault_mean_ms={result['vault_mean_ms']:.0f} drain_s={args.drain_seconds:g} "
             f"endpoint_lag_s={args.endpoint_lag:g} old_exit_s={result['old_exit_s']:.1f} "
             f"preload={int(not args.no_preload)} preloaded={result['preloaded']:.0f} "
-            f"preload_s={result['preload_s']:.1f} request_misses={result['misses']:.0f}"
+            f"preload_s={result['preload_s']:.1f} request_misses={result['misses']:.0f} "
+            f"first_answer_p50_ms={result['first_p50_ms']:.0f} first_answer_p99_ms={result['first_p99_ms']:.0f}"
         )
     finally:
         redis.cleanup()

@@ -71,7 +71,7 @@ class Lifecycle:
 
         def _revoked(self, record: KeyRecord) -> bool: ...
 
-        def _remember(self, primary: str, record: KeyRecord, epoch: int, *, revoked: bool, ttl: float = 1.0) -> Any: ...
+        def _remember(self, primary: str, record: KeyRecord, epoch: int, *, revoked: bool) -> Any: ...
 
         def object_changed(self, uid: str, facts: ObjectFacts | None) -> None: ...
 
@@ -179,9 +179,9 @@ class Lifecycle:
             vault=self.vault,
         )
 
-    def _preloaded(self, record_digest: str, record: KeyRecord, epoch: int, ttl: float) -> None:
+    def _preloaded(self, record_digest: str, record: KeyRecord, epoch: int) -> None:
         """The preload read ``record`` and its receipt vouched for it."""
-        self._remember(record_digest, record, epoch, revoked=self._revoked(record), ttl=ttl)
+        self._remember(record_digest, record, epoch, revoked=self._revoked(record))
 
     def _watch_live(self) -> bool:
         """Whether watch events are current (within one cache TTL of losing the watch)."""

@@ -28,9 +28,8 @@ revocation and deletion the watch knows, the grace deadlines, the watch's full l
 first — and it is found only by a presented key whose own HMAC is the digest, as before: the
 receipt is checked when the record is read instead of when the key is first presented, against
 the same record (docs/security.md). Only records under the newest pepper are preloaded (older
-ones are found under another digest, which needs the key). Their TTLs are spread over the
-second half of the cache TTL, so the re-reads of a replica that loaded 10,000 keys at once do
-not all fall due in the same second.
+ones are found under another digest, which needs the key). Each entry lives one cache TTL from
+its read, as on the miss path; the reads are spread over the preload, and so are the re-reads.
 """
 
 from __future__ import annotations
@@ -53,9 +52,8 @@ from pmkeys.verify.staleness import VaultHealth
 logger = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 8
 DEFAULT_DEADLINE = 60.0
-#: Cache a preloaded record: (digest, record, cache epoch before the read, fraction of the cache
-#: TTL its entry gets).
-Remember = Callable[[str, KeyRecord, int, float], None]
+#: Cache a preloaded record: (digest, record, cache epoch before the read).
+Remember = Callable[[str, KeyRecord, int], None]
 
 
 class ReceiptListing(Protocol):
@@ -152,23 +150,22 @@ class _Loading:
         self.preload, self.store, self.possession, self.remember = preload, store, possession, remember
         self.cache = cache
         self.pepper = peppers.all[0] if peppers.all else None
-        self.items: Iterator[tuple[int, tuple[str, str]]] = enumerate(listed.items())
-        self.total = max(1, len(listed))
+        self.items: Iterator[tuple[str, str]] = iter(listed.items())
         self.failed = False
 
     async def worker(self) -> None:
         if self.pepper is None:
             return  # no pepper yet: no key exists
-        for index, (record_digest, found) in self.items:
+        for record_digest, found in self.items:
             if self.failed:
                 return
             try:
-                await self._load(self.pepper, record_digest, found, 0.5 + 0.5 * index / self.total)
+                await self._load(self.pepper, record_digest, found)
             except VaultError as exc:
                 logger.warning("preload stopped: %s", exc)
                 self.failed = True
 
-    async def _load(self, pepper: Pepper, record_digest: str, found: str, fraction: float) -> None:
+    async def _load(self, pepper: Pepper, record_digest: str, found: str) -> None:
         preload = self.preload
         epoch = self.cache.epoch
         stored = await self.store.get_record(record_digest)
@@ -179,5 +176,5 @@ class _Loading:
         if not self.possession.vouched(record_digest, record, found, pepper=pepper.secret):
             preload.refused += 1
             return
-        self.remember(record_digest, record, epoch, fraction)
+        self.remember(record_digest, record, epoch)
         preload.loaded += 1

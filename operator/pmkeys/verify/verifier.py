@@ -308,12 +308,12 @@ class Verifier(Lifecycle, ErrorReports):
             self._listed(record.namespace) and not self._objects.exists(record.uid)
         )
 
-    def _remember(self, primary: str, record: KeyRecord, epoch: int, *, revoked: bool, ttl: float = 1.0) -> Entry:
-        """Cache ``record`` under ``primary`` (``ttl``: of the cache TTL) unless invalidated since ``epoch``."""
+    def _remember(self, primary: str, record: KeyRecord, epoch: int, *, revoked: bool) -> Entry:
+        """Cache ``record``'s entry under ``primary`` unless its object was invalidated since ``epoch``."""
         now = _monotonic_ns() // 1000
         watching = self._kubernetes is not None and self._kubernetes.watch
         unlisted = watching and not self._listed(record.namespace)
-        ttl_us = int(UNLISTED_TTL * 1_000_000) if unlisted else int(self._cache.ttl_us * ttl)
+        ttl_us = int(UNLISTED_TTL * 1_000_000) if unlisted else self._cache.ttl_us
         entry = Entry.from_record(record, now=now, ttl_us=ttl_us, revoked=revoked)
         if self._cache.unchanged_since(record.uid, epoch):
             self._cache.put(primary, entry)
