@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import shutil
 import statistics
 import threading
 import time
@@ -270,6 +271,7 @@ def main() -> int:
         figures.update(busy_tenant(pg, args.rows))
     finally:
         bao.stop()
+        shutil.rmtree(bao.workdir, ignore_errors=True)
         pg.cleanup()
     for key, value in figures.items():
         print(f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}")

@@ -49,6 +49,9 @@ class AuditSettings(BaseModel):
     stream: list[str] = Field(default_factory=list)
     #: The verifier writes failed verifications aggregated over this period.
     failures_flush_seconds: float = Field(default=60.0, gt=0)
+    #: The operator copies the chain's head to Vault (``<vault prefix>/<checkpoint_path>``) this often.
+    checkpoint_seconds: float = Field(default=60.0, gt=0)
+    checkpoint_path: str = Field(default="audit/checkpoint", pattern=r"^[a-z0-9][a-z0-9_/-]*[a-z0-9]$")
 
 
 class _Settings(BaseSettings):
@@ -74,6 +77,10 @@ class _Settings(BaseSettings):
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
+
+
+class AuditorSettings(_Settings):
+    """``pmkeys audit``: the store (``audit.dsn``) and, for the checkpoint, Vault."""
 
 
 class OperatorSettings(_Settings):

@@ -30,6 +30,10 @@ BCRYPT_PENDING = Gauge("pmkeys_operator_bcrypt_pending", "bcrypt jobs queued or 
 ACTIVE_WRITER = Gauge(
     "pmkeys_operator_active_writer", "1 while this operator may write (kopf peering, fenced by leadership)."
 )
+AUDIT_CHECKPOINT_MISMATCH = Gauge(
+    "pmkeys_operator_audit_checkpoint_mismatch",
+    "1 while the audit trail disagrees with its checkpoint in Vault (truncated or rewritten).",
+)
 BCRYPT_CALLS = Gauge("pmkeys_operator_bcrypt_operations", "bcrypt hashes computed since the operator started.")
 
 

@@ -1,6 +1,9 @@
 """``pmkeys audit``: verify the chain, query the trail, run the retention sweep, set up the store.
 
-pmkeys audit verify                       exit 0 and "intact" or exit 1 with one line per finding
+pmkeys audit verify [--vault] [--checkpoint SEQ:HASH]
+                                          exit 0 and "intact" or exit 1 with one line per finding;
+                                          also against the operator's checkpoint in Vault and/or a
+                                          head noted earlier (the last line prints the head)
 pmkeys audit query [filters] [--format]   records newest first (table, json or csv)
 pmkeys audit sweep                        remove records past the retention (the sweeper role)
 pmkeys audit migrate [--retention-days]   create the schema, functions and roles (the owner)
@@ -13,20 +16,33 @@ query and verify, reached from the kubectl plugin.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import os
 import sys
 
 import yaml
 
-from pmkeys.audit import admission, export, store
+from pmkeys.audit import admission, checkpoint, export, store
 from pmkeys.audit.records import Action, Actor, StoredRecord
+from pmkeys.config import AuditorSettings
+from pmkeys.vault.session import VaultSession
+from pmkeys.vault.store import KeyStore
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dsn", default="", help="PostgreSQL DSN (default: $PMKEYS_AUDIT__DSN)")
     sub = p.add_subparsers(dest="audit_command", required=True)
-    sub.add_parser("verify", help="check the hash chain").set_defaults(audit_fn=cmd_verify)
+    verify = sub.add_parser("verify", help="check the hash chain")
+    verify.add_argument(
+        "--checkpoint", action="append", default=[], type=parse_checkpoint, metavar="SEQ:HASH",
+        help="a head printed by an earlier verify: report a truncation or rewrite below it",
+    )  # fmt: skip
+    verify.add_argument(
+        "--vault", action="store_true",
+        help="also check against the operator's checkpoint in Vault ($PMKEYS_VAULT__ADDR, __TOKEN, __PREFIX)",
+    )  # fmt: skip
+    verify.set_defaults(audit_fn=cmd_verify)
     query = sub.add_parser("query", help="print records, newest first")
     add_query_arguments(query)
     query.set_defaults(audit_fn=cmd_query)
@@ -87,20 +103,48 @@ def print_records(records: list[StoredRecord], fmt: str) -> None:
     sys.stdout.write(render(records))
 
 
-def run_verify(dsn: str) -> int:
-    findings = store.AuditReader(dsn).verify()
+def parse_checkpoint(text: str) -> checkpoint.Checkpoint:
+    try:
+        return checkpoint.Checkpoint.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_verify(dsn: str, checkpoints: tuple[checkpoint.Checkpoint, ...] = ()) -> int:
+    reader = store.AuditReader(dsn)
+    findings = reader.verify(checkpoints)
     for finding in findings:
         sys.stdout.write(f"{finding}\n")
     if findings:
         sys.stdout.write(f"audit trail NOT intact: {len(findings)} finding(s)\n")
         return 1
-    state = store.AuditReader(dsn).state()
-    sys.stdout.write(f"audit trail intact: records {state.base_seq}..{state.head_seq}\n")
+    state = reader.state()
+    against = f", agrees with {len(checkpoints)} checkpoint(s)" if checkpoints else ""
+    sys.stdout.write(f"audit trail intact: records {state.base_seq}..{state.head_seq}{against}\n")
+    sys.stdout.write(f"head {state.head_seq}:{state.head_hash.hex()} (keep it: --checkpoint finds a later rewrite)\n")
     return 0
 
 
+def vault_checkpoint() -> checkpoint.Checkpoint | None:
+    """The operator's checkpoint, read with the Vault settings of the environment."""
+    settings = AuditorSettings()
+    session = VaultSession(settings.vault)
+    try:
+        stored = asyncio.run(checkpoint.VaultCheckpoint(KeyStore(session), settings.audit.checkpoint_path).read())
+    finally:
+        session.close()
+    return stored.checkpoint if stored else None
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    return run_verify(dsn_of(args))
+    checkpoints = list(args.checkpoint)
+    if args.vault:
+        found = vault_checkpoint()
+        if found is None:
+            sys.stdout.write("warning: no checkpoint in Vault (the operator writes one a minute)\n")
+        else:
+            checkpoints.append(found)
+    return run_verify(dsn_of(args), tuple(checkpoints))
 
 
 def cmd_query(args: argparse.Namespace) -> int:

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import psycopg
 
 from pmkeys.api.vocabulary import Reason
 from pmkeys.audit import actors
@@ -34,8 +31,6 @@ from pmkeys.audit.streaming import Stream
 from pmkeys.config import AuditSettings
 
 logger = logging.getLogger(__name__)
-#: How often records queued while the store was down are retried.
-RETRY_SECONDS = 15.0
 
 OPERATOR = Actor.system("operator")
 #: Event reason → (audit action, whether a person asked for it).
@@ -151,20 +146,3 @@ def audit_log(settings: AuditSettings, *, component: str) -> AuditLog | None:
         logger.warning("no audit store configured (audit.dsn): %s actions are not audited", component)
         return None
     return AuditLog(settings.dsn.get_secret_value(), component=component, stream=Stream(settings.stream))
-
-
-async def housekeeping(log: AuditLog, *, sweep_every: float, retry_every: float = RETRY_SECONDS) -> None:
-    """Retry queued records often, and run the retention sweep every ``sweep_every`` seconds
-    (the first one soon after start, so a long-stopped operator catches up)."""
-    next_sweep = time.monotonic() + min(60.0, sweep_every)
-    while True:
-        await asyncio.sleep(retry_every)
-        await asyncio.to_thread(log.flush_pending)
-        if time.monotonic() >= next_sweep:
-            next_sweep = time.monotonic() + sweep_every
-            try:
-                removed, through, seq = await asyncio.to_thread(log.sweep, OPERATOR)
-            except psycopg.Error as exc:
-                logger.warning("audit retention sweep failed: %s", exc)
-            else:
-                logger.info("audit retention sweep removed %d record(s) through seq %d (seq %d)", removed, through, seq)

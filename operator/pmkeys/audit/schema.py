@@ -9,6 +9,9 @@ Least privilege is enforced by PostgreSQL itself, not by the writers' good manne
   older than the retention *stored in the database* (``pmkeys_audit.settings``): the caller
   cannot pass a shorter one, and every sweep appends a record of itself.
 - ``pmkeys_audit_reader`` may ``SELECT`` (the UI, ``kubectl pmkeys audit``, ``verify``).
+- ``pmkeys_audit.head(seq)`` (sweeper and reader) tells the chain's head, base and retention
+  and the stored hash of record ``seq``: what the operator needs to keep the checkpoint of the
+  head outside the database (:mod:`pmkeys.audit.checkpoint`) without reading any record.
 
 One row (``pmkeys_audit.chain``) holds the head and the base of the chain; ``append`` locks it
 ``FOR UPDATE``, so writers on any number of replicas append one at a time, each in one round
@@ -142,12 +145,26 @@ BEGIN
 END
 $fn$;
 
+-- What a checkpoint outside the database needs: the head (with its record's time), the base,
+-- the retention, and the stored hash of one earlier record (NULL when it is not there).
+CREATE OR REPLACE FUNCTION pmkeys_audit.head(since bigint)
+RETURNS TABLE (o_head_seq bigint, o_head_hash bytea, o_head_at timestamptz, o_base_seq bigint,
+               o_base_hash bytea, o_retention_seconds double precision, o_since_hash bytea)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+  SELECT c.head_seq, c.head_hash, (SELECT r.at FROM pmkeys_audit.records r WHERE r.seq = c.head_seq),
+         c.base_seq, c.base_hash, (SELECT extract(epoch FROM s.retention) FROM pmkeys_audit.settings s WHERE s.id),
+         (SELECT r.hash FROM pmkeys_audit.records r WHERE r.seq = since)
+  FROM pmkeys_audit.chain c WHERE c.id
+$fn$;
+
 REVOKE ALL ON ALL TABLES IN SCHEMA pmkeys_audit FROM PUBLIC;
+REVOKE ALL ON FUNCTION pmkeys_audit.head(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pmkeys_audit.append(jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pmkeys_audit.sweep(jsonb) FROM PUBLIC;
 GRANT USAGE ON SCHEMA pmkeys_audit TO pmkeys_audit_writer, pmkeys_audit_reader, pmkeys_audit_sweeper;
 GRANT EXECUTE ON FUNCTION pmkeys_audit.append(jsonb) TO pmkeys_audit_writer;
 GRANT EXECUTE ON FUNCTION pmkeys_audit.sweep(jsonb) TO pmkeys_audit_sweeper;
+GRANT EXECUTE ON FUNCTION pmkeys_audit.head(bigint) TO pmkeys_audit_sweeper, pmkeys_audit_reader;
 GRANT SELECT ON pmkeys_audit.records, pmkeys_audit.chain, pmkeys_audit.settings TO pmkeys_audit_reader;
 """
 )

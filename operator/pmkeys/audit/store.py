@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from pmkeys.audit import chain, schema
+from pmkeys.audit import chain, checkpoint, schema
 from pmkeys.audit.records import Actor, AuditEvent, StoredRecord
 from pmkeys.audit.streaming import Stream
 
@@ -108,6 +108,15 @@ class AuditLog:
             ).fetchone()
         assert row is not None
         return int(row[0]), int(row[1]), int(row[2])
+
+    def head(self, *, asked: int = 0) -> checkpoint.Head:
+        """The chain's head and base, and the stored hash of record ``asked`` (the sweeper role)."""
+        with self._lock:
+            try:
+                return checkpoint.read_head(self._connection(), asked=asked)
+            except psycopg.OperationalError:
+                self._drop_connection()
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -205,13 +214,18 @@ class AuditReader:
         with connect(self.dsn) as conn:
             return [_stored(row) for row in conn.execute(sql, [*params, query.limit]).fetchall()]
 
-    def verify(self) -> list[chain.Finding]:
-        """Check the whole chain in one snapshot (REPEATABLE READ), so appends running meanwhile
-        neither look like a truncation nor get half-read."""
+    def verify(self, checkpoints: tuple[checkpoint.Checkpoint, ...] = ()) -> list[chain.Finding]:
+        """Check the whole chain, and that it agrees with each of ``checkpoints`` (heads seen
+        earlier from outside the database), in one snapshot (REPEATABLE READ), so appends
+        running meanwhile neither look like a truncation nor get half-read."""
         with psycopg.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT) as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             with conn.transaction():
-                return chain.verify(_state(conn), _rows(conn))
+                found = chain.verify(_state(conn), _rows(conn))
+                now = dt.datetime.now(dt.UTC)
+                for cp in checkpoints:
+                    found += checkpoint.findings(cp, checkpoint.read_head(conn, asked=cp.seq), now=now)
+                return found
 
     def state(self) -> chain.ChainState:
         with connect(self.dsn) as conn:

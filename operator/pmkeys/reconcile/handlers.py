@@ -35,6 +35,7 @@ from pmkeys import metrics
 from pmkeys.api import vocabulary as v
 from pmkeys.api.plan import EffectivePlan, plan_from_body
 from pmkeys.audit import lifecycle
+from pmkeys.audit.housekeeping import for_operator
 from pmkeys.audit.plans import PlanTrail
 from pmkeys.audit.store import AuditLog
 from pmkeys.config import OperatorSettings
@@ -176,14 +177,15 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    configure_kopf(settings, memo.operator_settings)
-    runtime = Runtime.create(memo.operator_settings, identity=memo.identity)
+    ours: OperatorSettings = memo.operator_settings
+    configure_kopf(settings, ours)
+    runtime = Runtime.create(ours, identity=memo.identity)
     runtime.tasks.append(asyncio.create_task(runtime.scheduler.run()))
     runtime.tasks.append(asyncio.create_task(runtime.leadership.run()))
     runtime.tasks.append(asyncio.create_task(housekeeping(runtime, memo.operator_settings)))
-    if runtime.audit_log is not None:
-        sweep_every = memo.operator_settings.retention_sweep_seconds
-        runtime.tasks.append(asyncio.create_task(lifecycle.housekeeping(runtime.audit_log, sweep_every=sweep_every)))
+    if runtime.audit_log is not None:  # the audit sweep and checkpoint: the active operator's only
+        audit = for_operator(runtime.audit_log, runtime.store, fence=runtime.leadership.check, settings=ours)
+        runtime.tasks.append(asyncio.create_task(audit.run()))
     memo.runtime = runtime
 
 

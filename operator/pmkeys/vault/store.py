@@ -79,6 +79,13 @@ class KeyStore:
 
         return await self.session.call(write)
 
+    # -- other documents under the prefix (the audit trail's checkpoint) ----------------
+    async def read_document(self, name: str) -> Versioned | None:
+        return await self._read(f"{self.prefix}/{name}")
+
+    async def write_document(self, name: str, value: dict[str, Any], *, cas: int) -> int:
+        return await self._write(f"{self.prefix}/{name}", value, cas=cas)
+
     # -- pepper --------------------------------------------------------------------------
     async def peppers(self) -> list[Pepper]:
         """All pepper versions, newest first; created once (check-and-set) if missing."""

@@ -1,0 +1,169 @@
+"""The chain's head, kept outside the database, so that rewriting the database is not enough.
+
+The hash chain (:mod:`pmkeys.audit.chain`) finds a record changed, removed or reordered *inside*
+the trail, but everything it checks lives in the same database: someone with write access to it
+(a DB superuser, a stolen admin password, a restored old backup) can delete the newest records
+and set the head row back, or rewrite the chain from any record on with recomputed hashes, and
+the trail verifies again. A checkpoint of the head — ``(seq, hash)`` of the newest record, its
+time, and the retention then in force — kept where that person cannot write closes it:
+
+- **Where**: Vault KV v2 at ``<prefix>/<audit.checkpoint_path>`` (default
+  ``pmkeys/audit/checkpoint``). Vault is already there and already separates duties: only the
+  operator's policy writes under the prefix; the verifier's reads key records and the pepper
+  only; the UI, tenants and other pods have no Vault token for it; the database's admins need
+  not have any Vault access. KV v2 keeps earlier versions of the checkpoint, too.
+- **Who writes**: the active operator, every ``audit.checkpoint_seconds`` (60 s), through the
+  leadership fence like every other Vault write. It only ever *advances* the checkpoint along
+  the same history: before writing a new head it checks that the old checkpointed record is
+  still there with the same hash (or was removed by a sweep after its retention ran out).
+  When it is not, the checkpoint stays where it was, the operator logs an error and
+  ``pmkeys_operator_audit_checkpoint_mismatch`` is 1: a truncation cannot be laundered by
+  waiting for the next checkpoint. The retention in a checkpoint never goes down on its own
+  (a retention shortened in the database, then swept, is reported); an operator who shortens
+  it on purpose deletes the checkpoint in Vault after the next sweep.
+- **Who checks**: ``pmkeys audit verify --vault`` (a Vault token that may read the checkpoint)
+  or ``--checkpoint SEQ:HASH`` (a head an auditor noted earlier: ``verify`` prints the head it
+  verified on its last line for that purpose). Findings: *truncated* (the trail ends before the
+  checkpoint), *rewritten* (the checkpointed record's hash changed: the chain was recomputed
+  from somewhere at or before it), *removed-within-retention* (the checkpointed record was
+  swept although the retention in force when it was checkpointed still kept it).
+
+What it cannot see: a rewrite of records newer than the newest checkpoint (at most
+``checkpoint_seconds`` of records; the SIEM stream has them), and an attacker who can write
+both the database and the checkpoint in Vault.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from pmkeys.audit.chain import Finding
+from pmkeys.vault.store import KeyStore
+
+logger = logging.getLogger(__name__)
+_SPOKEN = re.compile(r"^(\d+):([0-9a-f]{64})$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A head of the chain as it was when someone outside the database looked."""
+
+    seq: int
+    hash: bytes
+    #: The checkpointed record's time and the retention in force (unknown for a noted head).
+    at: dt.datetime | None = None
+    retention_seconds: float = 0.0
+    written_at: dt.datetime | None = None
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.hash.hex()}"
+
+    @classmethod
+    def parse(cls, text: str) -> Checkpoint:
+        """``SEQ:HASH`` as ``pmkeys audit verify`` prints it."""
+        found = _SPOKEN.match(text.strip())
+        if found is None:
+            raise ValueError(f"{text!r}: a checkpoint is SEQ:HASH (the sequence number and 64 hex digits)")
+        return cls(int(found[1]), bytes.fromhex(found[2]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "hash": self.hash.hex(),
+            "at": self.at.isoformat() if self.at else None,
+            "retention_seconds": self.retention_seconds,
+            "written_at": self.written_at.isoformat() if self.written_at else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Checkpoint:
+        def when(value: Any) -> dt.datetime | None:
+            return dt.datetime.fromisoformat(value) if value else None
+
+        return cls(
+            seq=int(data["seq"]),
+            hash=bytes.fromhex(str(data["hash"])),
+            at=when(data.get("at")),
+            retention_seconds=float(data.get("retention_seconds") or 0.0),
+            written_at=when(data.get("written_at")),
+        )
+
+
+@dataclass(frozen=True)
+class Head:
+    """What the database says now: head, base, retention, and the stored hash of one record."""
+
+    seq: int
+    hash: bytes
+    at: dt.datetime | None
+    base_seq: int
+    base_hash: bytes
+    retention_seconds: float
+    #: The stored hash of the record asked about (None: no such record).
+    hash_of_asked: bytes | None
+
+
+def read_head(conn: psycopg.Connection[Any], *, asked: int = 0) -> Head:
+    row = conn.execute("SELECT * FROM pmkeys_audit.head(%s)", (asked,)).fetchone()
+    assert row is not None
+    seq, digest, at, base_seq, base_hash, retention, asked_hash = row
+    return Head(
+        int(seq), bytes(digest), at, int(base_seq), bytes(base_hash), float(retention),
+        bytes(asked_hash) if asked_hash is not None else None,
+    )  # fmt: skip
+
+
+def findings(cp: Checkpoint, head: Head, *, now: dt.datetime) -> list[Finding]:
+    """How the trail disagrees with ``cp``; ``head`` must have been read asking for ``cp.seq``."""
+    seen = f"the checkpoint{_written(cp)} saw seq {cp.seq}"
+    if cp.seq > head.seq:
+        return [Finding("truncated", head.seq + 1, f"{seen} but the trail ends at seq {head.seq}")]
+    if cp.seq >= head.base_seq:
+        if head.hash_of_asked is None:
+            return [Finding("removed", cp.seq, f"{seen}; that record is missing")]
+        if head.hash_of_asked != cp.hash:
+            return [Finding("rewritten", cp.seq, f"{seen} with another hash: the chain was recomputed")]
+        return []
+    if cp.seq == head.base_seq - 1:
+        if head.base_hash != cp.hash:
+            return [Finding("rewritten", cp.seq, f"{seen} with another hash than the base the last sweep left")]
+        return []
+    kept_until = cp.at + dt.timedelta(seconds=cp.retention_seconds) if cp.at else None
+    if kept_until is None or kept_until > now:
+        until = f" (kept until {kept_until:%Y-%m-%dT%H:%M:%SZ})" if kept_until else ""
+        message = f"{seen}{until}; records through seq {head.base_seq - 1} were removed"
+        return [Finding("removed-within-retention", cp.seq, message)]
+    return []
+
+
+def _written(cp: Checkpoint) -> str:
+    return f" of {cp.written_at:%Y-%m-%dT%H:%M:%SZ}" if cp.written_at else ""
+
+
+@dataclass(frozen=True)
+class Stored:
+    checkpoint: Checkpoint
+    version: int
+
+
+class VaultCheckpoint:
+    """The checkpoint document in Vault, read and written check-and-set."""
+
+    def __init__(self, store: KeyStore, name: str) -> None:
+        self.store = store
+        self.name = name
+
+    async def read(self) -> Stored | None:
+        found = await self.store.read_document(self.name)
+        if found is None:
+            return None
+        return Stored(Checkpoint.from_json(found.value), found.version)
+
+    async def write(self, cp: Checkpoint, *, cas: int) -> int:
+        return await self.store.write_document(self.name, cp.to_json(), cas=cas)
