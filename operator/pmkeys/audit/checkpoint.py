@@ -26,7 +26,8 @@ time, and the retention then in force — kept where that person cannot write cl
   verified on its last line for that purpose). Findings: *truncated* (the trail ends before the
   checkpoint), *rewritten* (the checkpointed record's hash changed: the chain was recomputed
   from somewhere at or before it), *removed-within-retention* (the checkpointed record was
-  swept although the retention in force when it was checkpointed still kept it).
+  swept although the retention in force when it was checkpointed still kept it; a head noted
+  by hand has no time, and once it is swept it is not checked).
 
 What it cannot see: a rewrite of records newer than the newest checkpoint (at most
 ``checkpoint_seconds`` of records; the SIEM stream has them), and an attacker who can write
@@ -134,10 +135,13 @@ def findings(cp: Checkpoint, head: Head, *, now: dt.datetime) -> list[Finding]:
         if head.base_hash != cp.hash:
             return [Finding("rewritten", cp.seq, f"{seen} with another hash than the base the last sweep left")]
         return []
-    kept_until = cp.at + dt.timedelta(seconds=cp.retention_seconds) if cp.at else None
-    if kept_until is None or kept_until > now:
-        until = f" (kept until {kept_until:%Y-%m-%dT%H:%M:%SZ})" if kept_until else ""
-        message = f"{seen}{until}; records through seq {head.base_seq - 1} were removed"
+    if cp.at is None:
+        # A head noted by hand carries no time: once swept, it proves nothing either way.
+        return []
+    kept_until = cp.at + dt.timedelta(seconds=cp.retention_seconds)
+    if kept_until > now:
+        removed = f"records through seq {head.base_seq - 1} were removed"
+        message = f"{seen} (kept until {kept_until:%Y-%m-%dT%H:%M:%SZ}); {removed}"
         return [Finding("removed-within-retention", cp.seq, message)]
     return []
 

@@ -1,0 +1,142 @@
+"""Two operators with kopf peering share one audit store: only the active one runs the retention
+sweep and writes the checkpoint (the standby's fence refuses both), and after the active one
+stops, the other takes both over. Every sweep is itself a record, so the store shows who swept."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from kubernetes import client
+
+from pmkeys.audit import store
+from pmkeys_dev import bootstrap
+from pmkeys_dev.environment import LocalEnvironment
+from pmkeys_dev.openbao import KV_MOUNT
+from pmkeys_dev.postgres import PostgresServer
+from pmkeys_dev.processes import ServerProcess, free_port
+from tests.kube import Kube, wait_for
+
+pytestmark = pytest.mark.integration
+
+CRDS = Path(__file__).resolve().parents[2] / "charts" / "pmkeys" / "crds" / "kopf.dev-peerings.yaml"
+FENCED = ("audit retention sweep", "audit checkpoint")
+
+
+@dataclass
+class Operator:
+    name: str
+    proc: ServerProcess
+    journal: Path
+    metrics_port: int
+
+    def active(self) -> bool:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return False
+        return "pmkeys_operator_active_writer 1.0" in text
+
+    def fenced_writes(self) -> list[str]:
+        """The audit sweeps and checkpoints the fence let through, as journalled."""
+        if not self.journal.exists():
+            return []
+        lines = [line.split(" ", 3)[3] for line in self.journal.read_text().splitlines()]
+        return [what for what in lines if what in FENCED]
+
+
+@pytest.fixture
+def peered(env: LocalEnvironment, kube: Kube, tenant: str, audit_server: PostgresServer, tmp_path: Path) -> Iterator[
+    tuple[Operator, Operator, str]
+]:  # fmt: skip
+    """Operators ``high`` (priority 100) and ``low`` (50) peering in ``tenant``'s namespace,
+    sweeping and checkpointing every second into ``audit_server`` and a Vault path of their own."""
+    bootstrap.apply_manifests(kube.api, list(yaml.safe_load_all(CRDS.read_text())))
+    peering = f"audit-{secrets.token_hex(3)}"
+    body = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": peering, "namespace": tenant}}
+    custom = client.CustomObjectsApi(kube.api)
+    wait_for(
+        lambda: custom.create_namespaced_custom_object("kopf.dev", "v1", tenant, "kopfpeerings", body),
+        what="peering CRD served",
+    )
+    checkpoint_path = f"audit/checkpoint-{peering}"
+    started: list[Operator] = []
+    for name, priority in (("high", 100), ("low", 50)):
+        port = free_port()
+        journal = tmp_path / f"{name}.writes"
+        proc = env.start_component(
+            "operator",
+            name=f"audit-fence-{name}-{secrets.token_hex(2)}",
+            PMKEYS_PEERING=peering,
+            PMKEYS_PRIORITY=str(priority),
+            PMKEYS_NAMESPACES=json.dumps([tenant]),
+            PMKEYS_WRITE_JOURNAL=str(journal),
+            PMKEYS_METRICS_PORT=str(port),
+            PMKEYS_BCRYPT_COST="4",
+            PMKEYS_RETENTION_SWEEP_SECONDS="1",
+            PMKEYS_AUDIT__DSN=audit_server.component_dsn("operator"),
+            PMKEYS_AUDIT__STREAM="[]",
+            PMKEYS_AUDIT__CHECKPOINT_SECONDS="1",
+            PMKEYS_AUDIT__CHECKPOINT_PATH=checkpoint_path,
+        )
+        started.append(Operator(name, proc, journal, port))
+    try:
+        yield started[0], started[1], checkpoint_path
+    finally:
+        for op in started:
+            op.proc.stop(grace=10)
+
+
+def _sweeps(audit_server: PostgresServer) -> int:
+    reader = store.AuditReader(audit_server.component_dsn("auditor"))
+    return len(reader.query(store.Query(actions=("retention_sweep",), limit=10_000)))
+
+
+def _verify_with_vault(env: LocalEnvironment, audit_server: PostgresServer, path: str) -> str:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PMKEYS_")}
+    environ |= {
+        "PMKEYS_VAULT__ADDR": env.openbao.url,
+        "PMKEYS_VAULT__TOKEN": env.openbao.root_token,
+        "PMKEYS_VAULT__KV_MOUNT": KV_MOUNT,
+        "PMKEYS_VAULT__PREFIX": bootstrap.VAULT_PREFIX,
+        "PMKEYS_AUDIT__CHECKPOINT_PATH": path,
+    }
+    dsn = audit_server.component_dsn("auditor")
+    argv = [sys.executable, "-m", "pmkeys", "audit", "--dsn", dsn, "verify", "--vault"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=environ)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_only_the_active_operator_sweeps_and_checkpoints(
+    env: LocalEnvironment, audit_server: PostgresServer, peered: tuple[Operator, Operator, str]
+) -> None:
+    high, low, path = peered
+    wait_for(high.active, timeout=90, what="the higher-priority operator active")
+    before = _sweeps(audit_server)
+    wait_for(lambda: _sweeps(audit_server) >= before + 5, timeout=60, what="five sweeps by the active operator")
+    wait_for(lambda: "audit checkpoint" in high.fenced_writes(), timeout=30, what="a checkpoint by the active one")
+    assert not low.active()
+    assert low.fenced_writes() == [], "the standby swept or checkpointed"
+    # Each sweep the fence let through wrote one record (and nobody else swept this store).
+    assert _sweeps(audit_server) <= high.fenced_writes().count("audit retention sweep")
+    assert "agrees with 1 checkpoint" in _verify_with_vault(env, audit_server, path)
+
+    high.proc.stop(grace=10)
+    wait_for(low.active, timeout=90, what="the standby taking over")
+    swept_by_high = high.fenced_writes().count("audit retention sweep")
+    wait_for(
+        lambda: low.fenced_writes().count("audit retention sweep") >= 2, timeout=60, what="sweeps by the new writer"
+    )
+    assert "audit checkpoint" in low.fenced_writes()
+    assert high.fenced_writes().count("audit retention sweep") == swept_by_high
+    assert "agrees with 1 checkpoint" in _verify_with_vault(env, audit_server, path)
