@@ -61,6 +61,8 @@ class Checkpoint:
     at: dt.datetime | None = None
     retention_seconds: float = 0.0
     written_at: dt.datetime | None = None
+    #: The peering identity of the operator that wrote it.
+    writer: str = ""
 
     def __str__(self) -> str:
         return f"{self.seq}:{self.hash.hex()}"
@@ -80,6 +82,7 @@ class Checkpoint:
             "at": self.at.isoformat() if self.at else None,
             "retention_seconds": self.retention_seconds,
             "written_at": self.written_at.isoformat() if self.written_at else None,
+            "writer": self.writer,
         }
 
     @classmethod
@@ -93,6 +96,7 @@ class Checkpoint:
             at=when(data.get("at")),
             retention_seconds=float(data.get("retention_seconds") or 0.0),
             written_at=when(data.get("written_at")),
+            writer=str(data.get("writer") or ""),
         )
 
 

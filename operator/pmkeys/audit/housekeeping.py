@@ -27,7 +27,7 @@ from pmkeys.audit.checkpoint import Checkpoint, VaultCheckpoint, findings
 from pmkeys.audit.lifecycle import OPERATOR
 from pmkeys.audit.store import AuditLog
 from pmkeys.config import OperatorSettings
-from pmkeys.reconcile.leadership import NotLeader
+from pmkeys.reconcile.leadership import Leadership, NotLeader
 from pmkeys.vault.errors import VaultError
 from pmkeys.vault.store import KeyStore
 
@@ -42,6 +42,8 @@ class CheckpointKeeper:
 
     log: AuditLog
     vault: VaultCheckpoint
+    #: Who writes (the operator's peering identity), named in the checkpoint.
+    writer: str = ""
     #: What the trail disagreed with at the last look (empty: it agreed).
     mismatch: list[Finding] = field(default_factory=list)
 
@@ -62,7 +64,7 @@ class CheckpointKeeper:
             return old
         # The retention only ratchets up here: a shorter one set in the database is not trusted.
         retention = max(head.retention_seconds, old.retention_seconds if old else 0.0)
-        new = Checkpoint(head.seq, head.hash, head.at, retention, now)
+        new = Checkpoint(head.seq, head.hash, head.at, retention, now, writer=self.writer)
         await self.vault.write(new, cas=stored.version if stored else 0)
         return new
 
@@ -118,15 +120,13 @@ class Housekeeping:
             logger.warning("audit checkpoint not written: %s", exc)
 
 
-def for_operator(
-    log: AuditLog, store: KeyStore, *, fence: Callable[[str], None], settings: OperatorSettings
-) -> Housekeeping:
-    """The operator's audit housekeeping, its checkpoint in ``store`` (Vault), fenced by ``fence``."""
-    keeper = CheckpointKeeper(log, VaultCheckpoint(store, settings.audit.checkpoint_path))
+def for_operator(log: AuditLog, store: KeyStore, leadership: Leadership, settings: OperatorSettings) -> Housekeeping:
+    """The operator's audit housekeeping, its checkpoint in ``store`` (Vault), fenced by ``leadership``."""
+    keeper = CheckpointKeeper(log, VaultCheckpoint(store, settings.audit.checkpoint_path), writer=leadership.identity)
     metrics.AUDIT_CHECKPOINT_MISMATCH.set_function(lambda: int(bool(keeper.mismatch)))
     return Housekeeping(
         log,
-        fence=fence,
+        fence=leadership.check,
         sweep_every=settings.retention_sweep_seconds,
         keeper=keeper,
         checkpoint_every=settings.audit.checkpoint_seconds,

@@ -184,7 +184,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     runtime.tasks.append(asyncio.create_task(runtime.leadership.run()))
     runtime.tasks.append(asyncio.create_task(housekeeping(runtime, memo.operator_settings)))
     if runtime.audit_log is not None:  # the audit sweep and checkpoint: the active operator's only
-        audit = for_operator(runtime.audit_log, runtime.store, fence=runtime.leadership.check, settings=ours)
+        audit = for_operator(runtime.audit_log, runtime.store, runtime.leadership, ours)
         runtime.tasks.append(asyncio.create_task(audit.run()))
     memo.runtime = runtime
 
