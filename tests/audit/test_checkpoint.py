@@ -153,6 +153,32 @@ def test_a_truncated_then_forged_tail_is_reported_and_never_checkpointed(pg: Pos
     assert trail.advance() == first and trail.stored() == first
 
 
+def test_a_replaced_head_function_fools_neither_the_keeper_nor_verify(pg: PostgresServer, bao: OpenBao) -> None:
+    """The superuser also replaces the store's own function to vouch for the checkpointed hash:
+    the keeper and verify recompute the links themselves, so the lie changes nothing."""
+    trail = Trail(pg, bao)
+    trail.append(10)
+    first = trail.advance()
+    assert first is not None
+    with trail.admin() as conn:
+        _truncate_consistently(conn, keep_through=7)
+    trail.append(5, actor="mallory")
+    with trail.admin() as conn:
+        conn.execute(
+            f"""CREATE OR REPLACE FUNCTION pmkeys_audit.head(since bigint)
+            RETURNS TABLE (o_head_seq bigint, o_head_hash bytea, o_head_at timestamptz, o_base_seq bigint,
+                           o_base_hash bytea, o_retention_seconds double precision, o_since_hash bytea)
+            LANGUAGE sql SECURITY DEFINER AS $$
+              SELECT c.head_seq, c.head_hash, now(), c.base_seq, c.base_hash, 400 * 86400.0,
+                     decode('{first.hash.hex()}', 'hex') FROM pmkeys_audit.chain c
+            $$"""
+        )
+    assert trail.advance() == first and trail.keeper.mismatch, "the keeper was fooled"
+    assert [f.kind for f in trail.keeper.mismatch] == ["rewritten"]
+    result = trail.verify("--vault")
+    assert result.returncode == 1 and "seq 10: rewritten:" in result.stdout, result.stdout
+
+
 def test_a_wholesale_recomputed_chain_is_reported(pg: PostgresServer, bao: OpenBao) -> None:
     trail = Trail(pg, bao)
     trail.append(6)
@@ -198,3 +224,15 @@ def test_a_writer_only_login_cannot_read_the_head(pg: PostgresServer) -> None:
     login = pg.component_dsn("verifier")
     with psycopg.connect(login, autocommit=True) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("SELECT * FROM pmkeys_audit.head(1)")
+
+
+def test_a_checkpoint_that_is_not_one_is_reported_and_left_alone(pg: PostgresServer, bao: OpenBao) -> None:
+    trail = Trail(pg, bao)
+    trail.append(2)
+    asyncio.run(trail.vault.store.write_document("audit/checkpoint", {"seq": "ten"}, cas=0))
+    assert trail.advance() is None
+    assert [f.kind for f in trail.keeper.mismatch] == ["checkpoint-unreadable"]
+    found = asyncio.run(trail.vault.store.read_document("audit/checkpoint"))
+    assert found is not None and found.value == {"seq": "ten"}, "the keeper overwrote it"
+    result = trail.verify("--vault")
+    assert result.returncode == 1 and "unreadable" in result.stdout, result.stdout

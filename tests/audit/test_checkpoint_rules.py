@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
 
-from pmkeys.audit.checkpoint import Checkpoint, Head, findings
+from pmkeys.audit.chain import link
+from pmkeys.audit.checkpoint import Checkpoint, Head, findings, follow
+from pmkeys.audit.records import StoredRecord
 
 NOW = dt.datetime(2027, 1, 15, 8, 0, tzinfo=dt.UTC)
 H = bytes([7]) * 32
@@ -47,3 +50,27 @@ def test_a_noted_checkpoint_round_trips_and_bad_ones_say_what_is_expected() -> N
     assert Checkpoint.from_json(cp().to_json()) == cp()
     with pytest.raises(ValueError, match="SEQ:HASH"):
         Checkpoint.parse("12:abc")
+
+
+def _chain(count: int, *, start: int = 1, prev: bytes = bytes(32)) -> list[StoredRecord]:
+    records = []
+    for seq in range(start, start + count):
+        body = f'{{"seq": {seq}}}'
+        digest = link(prev, body)
+        records.append(StoredRecord(seq, NOW, body, prev, digest))
+        prev = digest
+    return records
+
+
+def test_following_recomputes_every_link_from_the_checkpoint() -> None:
+    records = _chain(6)
+    followed = follow(3, records[2:], base_hash=bytes(32))
+    assert followed.hash_at_checkpoint == records[2].hash and followed.last == records[-1] and not followed.breaks
+    forged = [*records[2:4], dataclasses.replace(records[4], body='{"seq": 5, "x": 1}'), records[5]]
+    followed = follow(3, forged, base_hash=bytes(32))
+    assert followed.last == records[3] and [f.kind for f in followed.breaks] == ["altered"]
+    relinked = [*records[2:4], *_chain(2, start=5, prev=OTHER)]  # consistent, but not after record 4
+    assert [f.kind for f in follow(3, relinked, base_hash=bytes(32)).breaks] == ["broken-link"]
+    swept = follow(1, records[3:], base_hash=records[2].hash)  # the checkpoint was swept: from the base
+    assert swept.hash_at_checkpoint is None and swept.last == records[-1] and not swept.breaks
+    assert [f.kind for f in follow(1, records[3:], base_hash=OTHER).breaks] == ["broken-link"]

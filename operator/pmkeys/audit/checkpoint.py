@@ -39,12 +39,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 
+from pmkeys.audit import chain
 from pmkeys.audit.chain import Finding
+from pmkeys.audit.records import StoredRecord
 from pmkeys.vault.store import KeyStore
 
 logger = logging.getLogger(__name__)
@@ -114,8 +117,9 @@ class Head:
     hash_of_asked: bytes | None
 
 
-def read_head(conn: psycopg.Connection[Any], *, asked: int = 0) -> Head:
-    row = conn.execute("SELECT * FROM pmkeys_audit.head(%s)", (asked,)).fetchone()
+def read_head(conn: psycopg.Connection[Any]) -> Head:
+    """The store's own account of its head; its hashes are checked by following the records."""
+    row = conn.execute("SELECT * FROM pmkeys_audit.head(0)").fetchone()
     assert row is not None
     seq, digest, at, base_seq, base_hash, retention, asked_hash = row
     return Head(
@@ -124,8 +128,46 @@ def read_head(conn: psycopg.Connection[Any], *, asked: int = 0) -> Head:
     )  # fmt: skip
 
 
+@dataclass
+class Followed:
+    """The records from a checkpoint on, their links recomputed here, not taken from the store."""
+
+    #: The checkpointed record's hash, if it is there and its body still hashes to it.
+    hash_at_checkpoint: bytes | None = None
+    #: The newest record of an unbroken run of links (from the checkpoint, or from the base).
+    last: StoredRecord | None = None
+    breaks: list[Finding] = field(default_factory=list)
+
+    def take(self, rec: StoredRecord, *, checkpoint_seq: int, base_hash: bytes) -> bool:
+        """One more record, oldest first; False once the run is broken (stop there)."""
+        links = chain.link(rec.prev_hash, rec.body) == rec.hash
+        if not links:
+            self.breaks.append(Finding("altered", rec.seq, "the record's content no longer matches its hash"))
+            return False
+        expected = (self.last.seq + 1, self.last.hash) if self.last else None
+        if expected is not None and (rec.seq, rec.prev_hash) != expected:
+            self.breaks.append(Finding("broken-link", rec.seq, f"does not follow record {self.last.seq}"))  # type: ignore[union-attr]
+            return False
+        if expected is None and rec.seq != checkpoint_seq and rec.prev_hash != base_hash:
+            self.breaks.append(Finding("broken-link", rec.seq, "the oldest record does not follow the base"))
+            return False
+        if rec.seq == checkpoint_seq:
+            self.hash_at_checkpoint = rec.hash
+        self.last = rec
+        return True
+
+
+def follow(cp_seq: int, rows: Iterable[StoredRecord], *, base_hash: bytes) -> Followed:
+    followed = Followed()
+    for rec in rows:
+        if not followed.take(rec, checkpoint_seq=cp_seq, base_hash=base_hash):
+            break
+    return followed
+
+
 def findings(cp: Checkpoint, head: Head, *, now: dt.datetime) -> list[Finding]:
-    """How the trail disagrees with ``cp``; ``head`` must have been read asking for ``cp.seq``."""
+    """How the trail disagrees with ``cp``; ``head.hash_of_asked`` must be the hash of record
+    ``cp.seq`` as recomputed by the caller (:func:`follow`), ``head.seq`` the newest record."""
     seen = f"the checkpoint{_written(cp)} saw seq {cp.seq}"
     if cp.seq > head.seq:
         return [Finding("truncated", head.seq + 1, f"{seen} but the trail ends at seq {head.seq}")]
@@ -154,6 +196,10 @@ def _written(cp: Checkpoint) -> str:
     return f" of {cp.written_at:%Y-%m-%dT%H:%M:%SZ}" if cp.written_at else ""
 
 
+class UnreadableCheckpoint(ValueError):
+    """The checkpoint document in Vault is not one (someone wrote it by hand, or tampered)."""
+
+
 @dataclass(frozen=True)
 class Stored:
     checkpoint: Checkpoint
@@ -171,7 +217,10 @@ class VaultCheckpoint:
         found = await self.store.read_document(self.name)
         if found is None:
             return None
-        return Stored(Checkpoint.from_json(found.value), found.version)
+        try:
+            return Stored(Checkpoint.from_json(found.value), found.version)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UnreadableCheckpoint(f"the checkpoint at {self.name!r} in Vault is unreadable: {exc!r}") from None
 
     async def write(self, cp: Checkpoint, *, cas: int) -> int:
         return await self.store.write_document(self.name, cp.to_json(), cas=cas)

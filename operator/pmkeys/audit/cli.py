@@ -139,7 +139,11 @@ def vault_checkpoint() -> checkpoint.Checkpoint | None:
 def cmd_verify(args: argparse.Namespace) -> int:
     checkpoints = list(args.checkpoint)
     if args.vault:
-        found = vault_checkpoint()
+        try:
+            found = vault_checkpoint()
+        except checkpoint.UnreadableCheckpoint as exc:
+            sys.stdout.write(f"{exc}\naudit trail NOT verified against its checkpoint\n")
+            return 1
         if found is None:
             sys.stdout.write("warning: no checkpoint in Vault (the operator writes one a minute)\n")
         else:

@@ -13,6 +13,7 @@ writer's first sweep and checkpoint come within one tick.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -23,7 +24,7 @@ import psycopg
 
 from pmkeys import metrics
 from pmkeys.audit.chain import Finding
-from pmkeys.audit.checkpoint import Checkpoint, VaultCheckpoint, findings
+from pmkeys.audit.checkpoint import Checkpoint, UnreadableCheckpoint, VaultCheckpoint, findings, follow
 from pmkeys.audit.lifecycle import OPERATOR
 from pmkeys.audit.store import AuditLog
 from pmkeys.config import OperatorSettings
@@ -34,6 +35,8 @@ from pmkeys.vault.store import KeyStore
 logger = logging.getLogger(__name__)
 #: How often records queued while the store was down are retried (and the longest tick).
 RETRY_SECONDS = 15.0
+#: Records followed per checkpoint; a longer way to the head is walked over several ticks.
+FOLLOW_LIMIT = 20_000
 
 
 @dataclass
@@ -48,23 +51,35 @@ class CheckpointKeeper:
     mismatch: list[Finding] = field(default_factory=list)
 
     async def advance(self) -> Checkpoint | None:
-        """Check the trail against the checkpoint; if it agrees, checkpoint the current head."""
-        stored = await self.vault.read()
+        """Follow the records from the checkpoint to the newest, recomputing every link; if the
+        trail agrees with the checkpoint and the links hold, checkpoint the newest record."""
+        try:
+            stored = await self.vault.read()
+        except UnreadableCheckpoint as exc:  # never overwritten: a person must look
+            self.mismatch = [Finding("checkpoint-unreadable", 0, str(exc))]
+            logger.error("%s; it is kept as it is", exc)
+            return None
         old = stored.checkpoint if stored else None
-        head = await asyncio.to_thread(self.log.head, asked=old.seq if old else 0)
+        head = await asyncio.to_thread(self.log.head)
+        # From the checkpointed record (or the base, once it was swept), else the head row's.
+        start = max(old.seq, head.base_seq) if old else head.seq
+        rows = await asyncio.to_thread(self.log.records_since, start, limit=FOLLOW_LIMIT)
+        followed = follow(old.seq if old else start, rows, base_hash=head.base_hash)
+        last = followed.last
         now = dt.datetime.now(dt.UTC)
-        self.mismatch = findings(old, head, now=now) if old else []
+        seen = dataclasses.replace(head, seq=last.seq if last else head.seq, hash_of_asked=followed.hash_at_checkpoint)
+        self.mismatch = (findings(old, seen, now=now) if old else []) + followed.breaks
         if self.mismatch:
             logger.error(
                 "audit trail disagrees with its checkpoint in Vault, which is kept as it is: %s",
                 "; ".join(map(str, self.mismatch)),
             )
             return old
-        if head.seq == 0 or (old is not None and old.seq == head.seq):
+        if last is None or (old is not None and old.seq == last.seq):
             return old
         # The retention only ratchets up here: a shorter one set in the database is not trusted.
         retention = max(head.retention_seconds, old.retention_seconds if old else 0.0)
-        new = Checkpoint(head.seq, head.hash, head.at, retention, now, writer=self.writer)
+        new = Checkpoint(last.seq, last.hash, last.at, retention, now, writer=self.writer)
         await self.vault.write(new, cas=stored.version if stored else 0)
         return new
 
@@ -95,7 +110,10 @@ class Housekeeping:
         next_checkpoint = time.monotonic()
         while True:
             await asyncio.sleep(tick)
-            await asyncio.to_thread(self.log.flush_pending)
+            try:
+                await asyncio.to_thread(self.log.flush_pending)
+            except Exception:  # the store's own errors are handled there; anything else: next tick
+                logger.exception("retrying queued audit records failed")
             if time.monotonic() >= next_sweep and _allowed(self.fence, "audit retention sweep"):
                 next_sweep = time.monotonic() + self.sweep_every
                 await self.sweep()

@@ -9,9 +9,12 @@ Least privilege is enforced by PostgreSQL itself, not by the writers' good manne
   older than the retention *stored in the database* (``pmkeys_audit.settings``): the caller
   cannot pass a shorter one, and every sweep appends a record of itself.
 - ``pmkeys_audit_reader`` may ``SELECT`` (the UI, ``kubectl pmkeys audit``, ``verify``).
-- ``pmkeys_audit.head(seq)`` (sweeper and reader) tells the chain's head, base and retention
-  and the stored hash of record ``seq``: what the operator needs to keep the checkpoint of the
-  head outside the database (:mod:`pmkeys.audit.checkpoint`) without reading any record.
+- ``pmkeys_audit.head(seq)`` (sweeper and reader) tells the chain's head, base and retention,
+  and ``pmkeys_audit.records_since(seq, n)`` (sweeper) the records from ``seq`` on: what the
+  operator needs to keep the checkpoint of the head outside the database
+  (:mod:`pmkeys.audit.checkpoint`). Neither is trusted for the hashes: the keeper recomputes
+  every link from the checkpointed record on, so a replaced function can only show an
+  extension of the checkpointed history.
 
 One row (``pmkeys_audit.chain``) holds the head and the base of the chain; ``append`` locks it
 ``FOR UPDATE``, so writers on any number of replicas append one at a time, each in one round
@@ -157,14 +160,24 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f
   FROM pmkeys_audit.chain c WHERE c.id
 $fn$;
 
+-- The records from one seq on, oldest first, for the checkpoint's keeper to follow the links itself.
+CREATE OR REPLACE FUNCTION pmkeys_audit.records_since(from_seq bigint, max_rows integer)
+RETURNS TABLE (o_seq bigint, o_at timestamptz, o_body text, o_prev bytea, o_hash bytea)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+  SELECT r.seq, r.at, r.body, r.prev_hash, r.hash FROM pmkeys_audit.records r
+  WHERE r.seq >= from_seq ORDER BY r.seq LIMIT max_rows
+$fn$;
+
 REVOKE ALL ON ALL TABLES IN SCHEMA pmkeys_audit FROM PUBLIC;
 REVOKE ALL ON FUNCTION pmkeys_audit.head(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pmkeys_audit.records_since(bigint, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pmkeys_audit.append(jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pmkeys_audit.sweep(jsonb) FROM PUBLIC;
 GRANT USAGE ON SCHEMA pmkeys_audit TO pmkeys_audit_writer, pmkeys_audit_reader, pmkeys_audit_sweeper;
 GRANT EXECUTE ON FUNCTION pmkeys_audit.append(jsonb) TO pmkeys_audit_writer;
 GRANT EXECUTE ON FUNCTION pmkeys_audit.sweep(jsonb) TO pmkeys_audit_sweeper;
 GRANT EXECUTE ON FUNCTION pmkeys_audit.head(bigint) TO pmkeys_audit_sweeper, pmkeys_audit_reader;
+GRANT EXECUTE ON FUNCTION pmkeys_audit.records_since(bigint, integer) TO pmkeys_audit_sweeper;
 GRANT SELECT ON pmkeys_audit.records, pmkeys_audit.chain, pmkeys_audit.settings TO pmkeys_audit_reader;
 """
 )

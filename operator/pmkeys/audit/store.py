@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -109,11 +109,21 @@ class AuditLog:
         assert row is not None
         return int(row[0]), int(row[1]), int(row[2])
 
-    def head(self, *, asked: int = 0) -> checkpoint.Head:
-        """The chain's head and base, and the stored hash of record ``asked`` (the sweeper role)."""
+    def head(self) -> checkpoint.Head:
+        """The chain's head, base and retention as the store's row says (the sweeper role)."""
         with self._lock:
             try:
-                return checkpoint.read_head(self._connection(), asked=asked)
+                return checkpoint.read_head(self._connection())
+            except psycopg.OperationalError:
+                self._drop_connection()
+                raise
+
+    def records_since(self, seq: int, *, limit: int) -> list[StoredRecord]:
+        """Up to ``limit`` records from ``seq`` on, oldest first (the sweeper role)."""
+        sql = "SELECT * FROM pmkeys_audit.records_since(%s, %s)"
+        with self._lock:
+            try:
+                return [_stored(row) for row in self._connection().execute(sql, (seq, limit)).fetchall()]
             except psycopg.OperationalError:
                 self._drop_connection()
                 raise
@@ -221,15 +231,40 @@ class AuditReader:
         with psycopg.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT) as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             with conn.transaction():
-                found = chain.verify(_state(conn), _rows(conn))
+                state = _state(conn)
+                walked = _Watched({cp.seq for cp in checkpoints})
+                found = chain.verify(state, walked.rows(_rows(conn)))
                 now = dt.datetime.now(dt.UTC)
                 for cp in checkpoints:
-                    found += checkpoint.findings(cp, checkpoint.read_head(conn, asked=cp.seq), now=now)
+                    found += checkpoint.findings(cp, walked.head(state, cp.seq), now=now)
                 return found
 
     def state(self) -> chain.ChainState:
         with connect(self.dsn) as conn:
             return _state(conn)
+
+
+@dataclass
+class _Watched:
+    """What the chain walk saw of the checkpointed records: their hashes where their bodies still
+    hash to them, recomputed here (never a hash the database hands over unchecked)."""
+
+    wanted: set[int]
+    hashes: dict[int, bytes] = field(default_factory=dict)
+    newest: int = 0
+
+    def rows(self, rows: Iterator[chain.Row]) -> Iterator[chain.Row]:
+        for row in rows:
+            rec = row.record
+            self.newest = max(self.newest, rec.seq)
+            if rec.seq in self.wanted and chain.link(rec.prev_hash, rec.body) == rec.hash:
+                self.hashes[rec.seq] = rec.hash
+            yield row
+
+    def head(self, state: chain.ChainState, asked: int) -> checkpoint.Head:
+        return checkpoint.Head(
+            self.newest, state.head_hash, None, state.base_seq, state.base_hash, 0.0, self.hashes.get(asked)
+        )
 
 
 def _state(conn: psycopg.Connection[Any]) -> chain.ChainState:
