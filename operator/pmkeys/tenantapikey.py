@@ -210,7 +210,9 @@ def rotate_refusal(key: TenantApiKey) -> Refusal | None:
     if not key.key_id:
         return Refusal(RefusalCode.NOT_ISSUED, f"{key.ref} has not been issued yet")
     if key.rotation_pending:
-        return Refusal(RefusalCode.ROTATION_PENDING, f"{key.ref} is already being rotated; wait for the new key")
+        deferred = key.ready_message if "manual rotation deferred" in (key.ready_message or "") else ""
+        why = f"; the operator says: {deferred}" if deferred else ""
+        return Refusal(RefusalCode.ROTATION_PENDING, f"{key.ref} is already being rotated; wait for the new key{why}")
     return None
 
 

@@ -116,6 +116,8 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     #: The key asks for more than the tenant's TenantPlan allows (and admission did not stop it).
     PLAN_EXCEEDED = "PlanExceeded"
+    #: A manual rotation waits: too many of them for this key lately.
+    ROTATION_HELD = "RotationDeferred"
     RESTART_TRIGGERED = "RestartTriggered"
     RESTART_FAILED = "RestartFailed"
     RESTART_REFUSED = "RestartRefused"

@@ -9,6 +9,7 @@ Secret, the owner index and the record are the truth), so a lost memory costs on
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -35,6 +36,8 @@ class ObjectMemory:
     essence: tuple[object, object] | None = None
     #: The object was finalized: whoever waited for the lock must not act on it any more.
     deleted: bool = False
+    #: A manual rotation asked for waits until then (policies.MANUAL_ROTATIONS per window).
+    rotation_held_until: dt.datetime | None = None
 
 
 class Memories:

@@ -8,7 +8,7 @@ with what it read; table tests ask them with what they like (``tests/unit``).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from pmkeys.api.durations import parse_duration
 from pmkeys.api.model import TenantApiKeySpec
@@ -52,6 +52,46 @@ def rotation_due(
         return True
     due = rotation_due_at(spec, key_id, entry, jitter_fraction=jitter_fraction)
     return due is not None and now >= due
+
+
+#: Manual rotations (a counter bump, the rotate annotation: the UI's regenerate, the plugin's
+#: rotate) each cost a bcrypt here and in the verifiers, and CEL has no clock to bound them at
+#: admission. So at most this many per key in any window; a trigger beyond waits (it is not
+#: lost) until the oldest of them leaves the window. Scheduled rotations are bounded by the
+#: plan's minRotationInterval instead.
+MANUAL_ROTATIONS = 3
+MANUAL_ROTATION_WINDOW = dt.timedelta(minutes=10)
+
+
+def manual_trigger(spec: TenantApiKeySpec, rotate_annotation: str, entry: OwnerEntry) -> bool:
+    """Whether the key in force has a manual rotation asked for that it does not satisfy."""
+    return spec.rotation.counter > entry.counter or bool(rotate_annotation and rotate_annotation != entry.annotation)
+
+
+def manual_rotation_held_until(entries: Mapping[str, OwnerEntry], now: dt.datetime) -> dt.datetime | None:
+    """When the next manual rotation may run (None: now): the manual rotations of the window
+    are the entries issued by a rotation whose trigger values differ from the key they replaced."""
+    since = now - MANUAL_ROTATION_WINDOW
+
+    def manual(entry: OwnerEntry) -> bool:
+        before = entries.get(entry.supersedes or "")
+        return before is not None and (entry.counter, entry.annotation) != (before.counter, before.annotation)
+
+    manual_times = sorted(
+        e.issued_at for e in entries.values() if e.intent is Intent.ROTATE and e.issued_at > since and manual(e)
+    )
+    if len(manual_times) < MANUAL_ROTATIONS:
+        return None
+    return manual_times[-MANUAL_ROTATIONS] + MANUAL_ROTATION_WINDOW
+
+
+def held_message(until: dt.datetime) -> str:
+    """What the Event and the Ready condition say while a manual rotation waits."""
+    return (
+        f"manual rotation deferred until {until.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC: at most "
+        f"{MANUAL_ROTATIONS} manual rotations per key in any {int(MANUAL_ROTATION_WINDOW.total_seconds() // 60)} "
+        "minutes (each costs a bcrypt in the operator and the verifiers)"
+    )
 
 
 def grace_seconds(spec: TenantApiKeySpec) -> int:

@@ -170,7 +170,7 @@ class Reconciler:
         return policies.next_wake(
             policies.rotation_due_at(obj.spec, current.key_id, current.entry, jitter_fraction=self.jitter_fraction),
             obj.spec.expires_at,
-            (e.not_after for _, e in ledger.in_state(EntryState.RETIRING)),
+            (*(e.not_after for _, e in ledger.in_state(EntryState.RETIRING)), memory.rotation_held_until),
         )
 
     async def _withdraw(self, obj: KeyObject, refusal: Refused) -> None:
@@ -214,10 +214,32 @@ class Reconciler:
         )
         if not due:
             return current
+        if await self._held(obj, memory, ledger, current, now):
+            return current
         grace = policies.grace_seconds(obj.spec)
         return await self.issuer.issue(
             obj, memory, ledger, secret, intent=Intent.ROTATE, supersedes=current.key_id, grace=grace
         )
+
+    async def _held(
+        self, obj: KeyObject, memory: ObjectMemory, ledger: Ledger, current: Current, now: dt.datetime
+    ) -> bool:
+        """Whether a manual rotation must wait (policies.MANUAL_ROTATIONS per key per window);
+        a scheduled rotation that fell due never does. The wait is said once, as an Event."""
+        scheduled = policies.rotation_due_at(
+            obj.spec, current.key_id, current.entry, jitter_fraction=self.jitter_fraction
+        )
+        manual = policies.manual_trigger(obj.spec, obj.rotate_annotation, current.entry)
+        held = policies.manual_rotation_held_until(ledger.entries, now) if manual else None
+        if held is None or (scheduled is not None and now >= scheduled):
+            memory.rotation_held_until = None
+            return False
+        if memory.rotation_held_until != held:
+            await self.reporter.event(
+                obj, Reason.ROTATION_HELD, policies.held_message(held), warning=True, audited=False
+            )
+        memory.rotation_held_until = held
+        return True
 
     async def _end(
         self,

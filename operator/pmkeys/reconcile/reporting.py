@@ -104,6 +104,8 @@ class Reporter:
             else "no previous key is accepted"
         )
         active = f"key {current.key_id} is active"
+        if memory.rotation_held_until is not None:
+            active += f"; {policies.held_message(memory.rotation_held_until)}"
         facts = StatusFacts(
             phase=Phase.ROTATING if previous else Phase.ACTIVE,
             generation=obj.generation,
