@@ -83,6 +83,9 @@ def test_traffic_through_two_verifiers_is_the_current_use_in_status_ui_and_plugi
     shown = admin.http.get(f"/api/v1/namespaces/{ns}/plan").json()
     assert shown["tenantUse"]["requests"] == 12 and shown["tenantUse"]["limit"] == 100
     assert 0 <= shown["tenantUse"]["ageSeconds"] < 30
+    print(
+        f"current use seen {time.time() - sent:.1f} s after the last request, {shown['tenantUse']['ageSeconds']} s old"
+    )
     rows = {row["label"]: row["value"] for row in shown["rows"]}
     assert rows["Current use"].startswith("12 of 100 in the last 60 s, as of "), rows
     printed = kubectl_pmkeys(tenant_admin.kubeconfig, "plan", "-n", ns)
@@ -149,6 +152,7 @@ def test_plan_writes_stay_within_their_budget_whatever_the_number_of_tenants(
             break
     took = time.monotonic() - started
     stream.stop()
+    print(f"tenant-use writes: {writes} in {took:.1f} s for {len(tenants)} active tenants at a budget of 1/s")
     assert seen == set(tenants), f"every tenant reached within 20 s (reached {len(seen)})"
     assert writes <= took + 2, f"{writes} plan writes in {took:.1f}s with a budget of 1 a second"
     assert all(tenant_use(kube, ns)["requests"] == 3 for ns in tenants)

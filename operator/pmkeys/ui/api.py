@@ -129,7 +129,9 @@ def list_keys(
 )
 def create_key(namespace: Namespace, body: KeyCreate, caller: CallerDep, api: ClientDep, ui: Ui) -> KeyView:
     """Create a key. The operator issues it within seconds: poll the key until `phase` is Active,
-    then POST `reveal` once to read it."""
+    then POST `reveal` once to read it. More than the namespace's plan allows is refused with 422
+    `plan_exceeded` (each field named, with the plan and the allowed values; see `GET .../plan`),
+    a namespace without a plan where the platform requires one with 422 `no_plan`."""
     return tenant_keys(caller, api, ui, namespace).create(body)
 
 
