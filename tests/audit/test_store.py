@@ -185,3 +185,24 @@ def test_the_leak_scan_reads_every_audit_record(audit_server: PostgresServer) ->
 def test_a_query_no_stored_text_could_match_names_its_field(filters: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=f"^{next(iter(filters))}: must not contain NUL"):
         store.Query(**filters)
+
+
+def test_a_full_queue_drops_its_oldest_records_and_the_trail_says_so(fresh_server: PostgresServer) -> None:
+    """While the store is down a writer queues; past its bound it drops the oldest, and the first
+    append afterwards writes a records_lost record (how many, of what, whose) before the rest."""
+    log = store.AuditLog(fresh_server.component_dsn("ui"), component="ui", pending_limit=3)
+    fresh_server.stop()
+    for n in range(5):
+        assert log.record(_event(n, tenant=f"t{n}")) is None
+    assert (log.pending, log.lost) == (3, 2)
+    fresh_server.restart()
+    assert log.record(_event(5, tenant="t5")) is not None
+    written = store.AuditReader(fresh_server.component_dsn("auditor")).query(store.Query(limit=10))
+    oldest_first = [r.data for r in reversed(written)]
+    lost = oldest_first[0]
+    assert (lost["action"], lost["outcome"], lost["actor"]["username"]) == ("records_lost", "failure", "pmkeys:ui")
+    assert lost["details"]["count"] == 2
+    assert lost["details"]["actions"] == {"update": 2}
+    assert lost["details"]["tenants"] == ["t0", "t1"]
+    assert [r["tenant"] for r in oldest_first[1:]] == ["t2", "t3", "t4", "t5"]
+    assert _verify_cli(fresh_server.component_dsn("auditor")).returncode == 0

@@ -36,6 +36,8 @@ class Action(StrEnum):
     VERIFY_FAILED = "verify_failed"
     RETENTION_SWEEP = "retention_sweep"
     REFUSED = "refused"
+    #: A writer had to drop queued records (its queue was full while the store was unreachable).
+    RECORDS_LOST = "records_lost"
 
 
 class Outcome(StrEnum):

@@ -5,7 +5,10 @@ round trip, autocommit — so a record is durable when the call returns. When th
 be reached, :meth:`AuditLog.record` either raises :class:`AuditUnavailable` (``required=True``:
 the UI refuses to reveal a key it cannot record revealing) or keeps the record in a bounded
 in-memory queue that the next append (or :meth:`AuditLog.flush_pending`) retries first, so the
-order of one writer's records is kept.
+order of one writer's records is kept. A full queue drops its oldest record, never silently:
+the writer logs an error, counts what it dropped (:class:`Loss`) and, once the store answers
+again, writes a ``records_lost`` record (how many, of which actions and tenants, between which
+times) before the queued ones, so the trail itself says where it has a gap.
 
 Readers (:class:`AuditReader`) page through records newest first with the indexed filters,
 and stream the whole chain oldest first for :func:`pmkeys.audit.chain.verify`.
@@ -25,12 +28,51 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pmkeys.audit import chain, checkpoint, schema
-from pmkeys.audit.records import Actor, AuditEvent, StoredRecord
+from pmkeys.audit.records import Action, Actor, ActorSource, AuditEvent, Outcome, StoredRecord
 from pmkeys.audit.streaming import Stream
 
 logger = logging.getLogger(__name__)
 PENDING_LIMIT = 10_000
+#: Tenants a ``records_lost`` record names at most.
+MAX_LOST_TENANTS = 100
 CONNECT_TIMEOUT = 5
+
+
+@dataclass
+class Loss:
+    """Records a writer dropped from its full queue since it last reported a loss."""
+
+    count: int = 0
+    first: str = ""
+    last: str = ""
+    actions: collections.Counter[str] = field(default_factory=collections.Counter)
+    tenants: set[str] = field(default_factory=set)
+
+    def add(self, fields: dict[str, Any]) -> None:
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        self.first = self.first or now
+        self.last = now
+        self.count += 1
+        self.actions[str(fields.get("action", ""))] += 1
+        if len(self.tenants) < MAX_LOST_TENANTS:
+            self.tenants.add(str(fields.get("tenant", "")))
+
+    def event(self, component: str) -> AuditEvent:
+        return AuditEvent(
+            Action.RECORDS_LOST,
+            Outcome.FAILURE,
+            Actor(f"pmkeys:{component}", (), ActorSource.SYSTEM),
+            reason=f"queue_full: {self.count} record(s) dropped while the store was unreachable",
+            component=component,
+            details={
+                "count": self.count,
+                "first_dropped_at": self.first,
+                "last_dropped_at": self.last,
+                "actions": dict(sorted(self.actions.items())),
+                "tenants": sorted(t for t in self.tenants if t),
+                "tenants_complete": len(self.tenants) < MAX_LOST_TENANTS,
+            },
+        )
 
 
 class AuditUnavailable(RuntimeError):
@@ -61,14 +103,21 @@ def _stored(row: tuple[Any, ...]) -> StoredRecord:
 class AuditLog:
     """A component's writer: thread-safe, reconnecting, streaming each record it wrote."""
 
-    def __init__(self, dsn: str, *, component: str, stream: Stream | None = None) -> None:
+    def __init__(
+        self, dsn: str, *, component: str, stream: Stream | None = None, pending_limit: int = PENDING_LIMIT
+    ) -> None:
         self.dsn = dsn
         self.component = component
         self.stream = stream or Stream(())
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
-        self._pending: collections.deque[dict[str, Any]] = collections.deque(maxlen=PENDING_LIMIT)
+        self._pending: collections.deque[dict[str, Any]] = collections.deque()
+        self._pending_limit = pending_limit
+        #: Dropped from the full queue and not yet reported by a ``records_lost`` record.
+        self._loss: Loss | None = None
         self.appended = 0
+        #: Records dropped from the full queue since the start (reported or not).
+        self.lost = 0
 
     @property
     def pending(self) -> int:
@@ -85,9 +134,22 @@ class AuditLog:
                 self._drop_connection()
                 if required:
                     raise AuditUnavailable(f"audit store unavailable: {exc}") from exc
-                self._pending.append(fields)
+                self._queue(fields)
                 logger.warning("audit store unavailable, %d record(s) queued: %s", len(self._pending), exc)
                 return None
+
+    def _queue(self, fields: dict[str, Any]) -> None:
+        if len(self._pending) >= self._pending_limit:
+            if self._loss is None:
+                self._loss = Loss()
+                logger.error(
+                    "audit queue full (%d records): dropping the oldest until the store answers; "
+                    "a records_lost record will say how many",
+                    self._pending_limit,
+                )
+            self._loss.add(self._pending.popleft())
+            self.lost += 1
+        self._pending.append(fields)
 
     def flush_pending(self) -> int:
         """Retry queued records; returns how many are still queued."""
@@ -143,6 +205,9 @@ class AuditLog:
             return self._append(fields)
 
     def _drain(self) -> None:
+        if self._loss is not None:
+            self._append(self._loss.event(self.component).fields())
+            self._loss = None
         while self._pending:
             self._append(self._pending[0])
             self._pending.popleft()
