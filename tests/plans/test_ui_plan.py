@@ -190,3 +190,20 @@ def test_without_a_plan_under_deny_the_ui_and_the_plugin_say_what_to_do(
         assert rotated.returncode == 1 and f"refused: {NO_PLAN}" in rotated.stderr, rotated.stderr
     finally:
         adm.delete_validating_admission_policy_binding(admission.REQUIRED_BINDING_NAME)
+
+
+def test_regenerate_offers_and_accepts_only_the_plans_grace(kube: Kube, admin: TenantUser, ui_server: UiServer) -> None:
+    set_plan(kube, admin.namespace, maxGracePeriod="1h")
+    assert create(admin, "short-grace", gracePeriod="1h").status_code == 201
+    before = wait_issued(admin, "short-grace")
+    page = signed_in(ui_server, admin).get(f"/ns/{admin.namespace}/keys/short-grace").text
+    assert checkboxes(page, "grace", "radio") == ["0", "1h"]
+    refused = admin.http.post(admin.keys_url(name="short-grace", action="regenerate"), json={"gracePeriod": "24h"})
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "plan_exceeded" and error["fields"][0]["field"] == "gracePeriod"
+    assert "allowed: 0 to 1h" in error["message"] and f"TenantPlan {admin.namespace}/plan" in error["message"]
+    assert kube.get_key(admin.namespace, "short-grace")["spec"]["rotation"]["counter"] == 0, "nothing was asked"
+    accepted = admin.http.post(admin.keys_url(name="short-grace", action="regenerate"), json={"gracePeriod": "1h"})
+    assert accepted.status_code == 202, accepted.text
+    wait_issued(admin, "short-grace", other_than=before["keyId"])

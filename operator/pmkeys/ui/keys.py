@@ -32,7 +32,7 @@ from pmkeys.tenantapikey import (
 )
 from pmkeys.ui.errors import FieldError, UiError, from_api_exception, unavailable
 from pmkeys.ui.identity import REQUEST_TIMEOUT, Access, User
-from pmkeys.ui.plans import TenantPlanState, read_plan, refuse_beyond
+from pmkeys.ui.plans import TenantPlanState, read_plan, refuse_beyond, refuse_grace
 from pmkeys.ui.schemas import EventView, GracePeriod, KeyCreate, KeyView, RegenerateResult, RevealedKey
 from pmkeys.ui.views import build_manifest, event_views, key_view
 
@@ -132,8 +132,11 @@ class TenantKeys:
         return self._regenerate_once(name, grace)
 
     def _regenerate_once(self, name: str, grace: GracePeriod) -> RegenerateResult:
-        key = TenantApiKey.from_object(self.raw(name))
+        raw = self.raw(name)
+        key = TenantApiKey.from_object(raw)
         _refuse(rotate_refusal(key))
+        plan = self.plan_or_none() if self.access.can_manage else None
+        refuse_grace(plan.plan if plan is not None else None, raw, grace)
         assert key.key_id is not None
         patched = self._patch(name, rotate_patch(key, grace=grace))
         logger.info("%s regenerated %s (grace %s)", self.user.username, self._what(name), grace)

@@ -184,3 +184,18 @@ def refuse_beyond(plan: EffectivePlan | None, manifest: dict[str, Any], *, keys:
     if fields:
         summary = "; ".join(f.message for f in fields)
         raise UiError(422, "plan_exceeded", f"the key asks for more than this tenant's plan allows: {summary}", fields)
+
+
+def refuse_grace(plan: EffectivePlan | None, key: dict[str, Any], grace: str) -> None:
+    """422 when a regeneration asks for a grace period longer than the plan allows (the rule
+    admission applies to the changed field, worded as it words it)."""
+    if plan is None:
+        return
+    try:
+        spec = TenantApiKeySpec.model_validate(key.get("spec") or {})
+    except ValidationError:
+        return
+    asked = spec.model_copy(update={"rotation": spec.rotation.model_copy(update={"grace_period": grace})})
+    found = [r for r in plan.refusals(asked) if r.startswith("spec.rotation.gracePeriod:")]
+    if found:
+        raise UiError(422, "plan_exceeded", found[0], [FieldError("gracePeriod", found[0])])
