@@ -48,6 +48,7 @@ import psycopg
 from pmkeys.audit import chain
 from pmkeys.audit.chain import Finding
 from pmkeys.audit.records import StoredRecord
+from pmkeys.tenantapikey import TIME_FORMAT
 from pmkeys.vault.store import KeyStore
 
 logger = logging.getLogger(__name__)
@@ -187,13 +188,13 @@ def findings(cp: Checkpoint, head: Head, *, now: dt.datetime) -> list[Finding]:
     kept_until = cp.at + dt.timedelta(seconds=cp.retention_seconds)
     if kept_until > now:
         removed = f"records through seq {head.base_seq - 1} were removed"
-        message = f"{seen} (kept until {kept_until:%Y-%m-%dT%H:%M:%SZ}); {removed}"
+        message = f"{seen} (kept until {kept_until.strftime(TIME_FORMAT)}); {removed}"
         return [Finding("removed-within-retention", cp.seq, message)]
     return []
 
 
 def _written(cp: Checkpoint) -> str:
-    return f" of {cp.written_at:%Y-%m-%dT%H:%M:%SZ}" if cp.written_at else ""
+    return f" of {cp.written_at.strftime(TIME_FORMAT)}" if cp.written_at else ""
 
 
 class UnreadableCheckpoint(ValueError):

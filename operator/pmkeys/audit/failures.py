@@ -45,6 +45,7 @@ from pmkeys.audit.lifecycle import audit_log
 from pmkeys.audit.records import Action, Actor, AuditEvent, Outcome
 from pmkeys.audit.store import AuditLog
 from pmkeys.config import AuditSettings
+from pmkeys.tenantapikey import TIME_FORMAT
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def _events(minute: _Minute) -> list[AuditEvent]:
 
 
 def _minute_start(start: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))
+    return time.strftime(TIME_FORMAT, time.gmtime(start))
 
 
 def _event(start: int, reason: str, key_id: str, group: _Group) -> AuditEvent:

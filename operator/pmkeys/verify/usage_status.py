@@ -29,6 +29,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from pmkeys.api import vocabulary as v
+from pmkeys.tenantapikey import TIME_FORMAT
 from pmkeys.verify.usage import Tally
 from pmkeys.verify.usage_ledgers import Book, Totals
 
@@ -38,7 +39,7 @@ LIST_FROM = 20
 
 
 def rfc3339(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime(TIME_FORMAT)
 
 
 def epoch(text: str | None) -> float:
