@@ -51,18 +51,19 @@ OPENAPI_URL = f"{PREFIX}/openapi.json"
 Responses = dict[int | str, dict[str, Any]]
 
 
-def _error(description: str) -> dict[str, Any]:
+def error_doc(description: str) -> dict[str, Any]:
+    """An error answer as the OpenAPI document declares it."""
     return {"model": ErrorBody, "description": description}
 
 
 ERRORS: Responses = {
-    401: _error("No or unaccepted credentials."),
-    403: _error("RBAC does not allow this, the namespace is not one of yours, or the CSRF token is missing."),
-    422: _error("Malformed input; `fields` names each offending field."),
-    502: _error("The Kubernetes API could not be reached."),
+    401: error_doc("No or unaccepted credentials."),
+    403: error_doc("RBAC does not allow this, the namespace is not one of yours, or the CSRF token is missing."),
+    422: error_doc("Malformed input; `fields` names each offending field."),
+    502: error_doc("The Kubernetes API could not be reached."),
 }
-NOT_FOUND: Responses = {404: _error("No such key in this namespace.")}
-CONFLICT: Responses = {409: _error("The key's state does not allow this (already revealed, revoked, not issued).")}
+NOT_FOUND: Responses = {404: error_doc("No such key in this namespace.")}
+CONFLICT: Responses = {409: error_doc("The key's state does not allow this (already revealed, revoked, not issued).")}
 
 router = APIRouter(prefix=PREFIX, tags=["keys"], responses=ERRORS, generate_unique_id_function=lambda route: route.name)
 Ui = Annotated[UiContext, Depends(context)]
@@ -125,7 +126,7 @@ def list_keys(
     "/namespaces/{namespace}/keys",
     response_model=KeyView,
     status_code=status.HTTP_201_CREATED,
-    responses={409: _error("A key with this name already exists.")},
+    responses={409: error_doc("A key with this name already exists.")},
 )
 def create_key(namespace: Namespace, body: KeyCreate, caller: CallerDep, api: ClientDep, ui: Ui) -> KeyView:
     """Create a key. The operator issues it within seconds: poll the key until `phase` is Active,

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from pmkeys.audit import export
 from pmkeys.audit.records import Action, StoredRecord
 from pmkeys.audit.store import Query as TrailQuery
-from pmkeys.ui.api import ERRORS, Responses, _error
+from pmkeys.ui.api import ERRORS, Responses, error_doc
 from pmkeys.ui.callers import Caller, KeyName, Namespace, api_caller, context, namespace_access
 from pmkeys.ui.context import UiContext
 from pmkeys.ui.schemas import AuditList
@@ -32,7 +32,7 @@ NO_NUL = "^[^\\x00]*$"
 #: Besides the shared errors: the CSV download and the audit store being unavailable.
 AUDIT_RESPONSES: Responses = {
     200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "JSON, or CSV with format=csv."},
-    503: _error("No audit store is configured, or it cannot be reached."),
+    503: error_doc("No audit store is configured, or it cannot be reached."),
 }
 router = APIRouter(prefix="/api/v1", tags=["audit"], responses={**ERRORS, **AUDIT_RESPONSES})
 CallerDep = Annotated[Caller, Depends(api_caller)]
