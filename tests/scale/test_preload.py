@@ -123,7 +123,7 @@ def test_without_the_preload_each_key_costs_a_vault_read(
 async def test_readiness_waits_for_a_slow_preload_and_no_longer_than_its_bound(
     env: LocalEnvironment, proven: list[Plaintext], redis_server: RedisServer, prefix: str
 ) -> None:
-    """Vault answering the preload slowly (0.3 s a record, one at a time): the replica is held
+    """Vault answering the preload slowly (1 s a record, one at a time): the replica is held
     out of readiness while every other check passes, and joins once its bound passes (the
     preload going on behind it) — or once the records are in, whichever comes first."""
 
@@ -140,7 +140,7 @@ async def test_readiness_waits_for_a_slow_preload_and_no_longer_than_its_bound(
         real = verifier.store.get_record
 
         async def slow(record_digest: str) -> Any:
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(1.0)
             return await real(record_digest)
 
         verifier.store.get_record = slow  # type: ignore[method-assign]
@@ -162,9 +162,9 @@ async def test_readiness_waits_for_a_slow_preload_and_no_longer_than_its_bound(
         await verifier.close()
     verifier, waited, loaded, _ = await ready_moment(deadline=1.0)
     try:
-        assert loaded < KEYS, "the bound passed with 3.6 s of reads to do: ready before they were all in"
-        assert waited < 15
-        for _ in range(200):
+        assert loaded < KEYS, "the bound passed with 12 s of reads to do: ready before they were all in"
+        assert waited < 30
+        for _ in range(600):
             if verifier.preload.state == "done":
                 break
             await asyncio.sleep(0.05)

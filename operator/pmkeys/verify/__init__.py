@@ -21,6 +21,9 @@ request meets them: :mod:`~pmkeys.verify.service` (the HTTP wiring: lifespan, ro
 Redis), :mod:`~pmkeys.verify.usage` (counting and flushing to status),
 :mod:`~pmkeys.verify.watching` and :mod:`~pmkeys.verify.objects` (revocation push),
 :mod:`~pmkeys.verify.connections` (Redis and Kubernetes), :mod:`~pmkeys.verify.metrics`.
+Around them: :mod:`~pmkeys.verify.lifecycle` (start, stop, readiness),
+:mod:`~pmkeys.verify.possession` (bcrypt once for the fleet), :mod:`~pmkeys.verify.preloading`
+(proven keys cached before a replica is ready), :mod:`~pmkeys.verify.draining` (SIGTERM drains).
 """
 
 from pmkeys.verify.blocking import BlockingVerifier
