@@ -47,6 +47,9 @@ from pmkeys.api import vocabulary as v
 
 logger = logging.getLogger(__name__)
 SERVER_TIMEOUT = 60
+#: Objects per page of a (re-)list: one unpaged list of 20,000 operator-written objects held
+#: ~200 MB of response and parsed dicts at once, which stayed in the process's RSS.
+LIST_PAGE = 500
 BACKOFF_MAX = 10.0
 
 
@@ -224,11 +227,16 @@ class ObjectWatch:
 
     def _relist(self, namespace: str | None, known: dict[str, ObjectFacts]) -> str:
         call, args = self._list_call(namespace)
-        listing = call(*args, _request_timeout=30)
         seen: dict[str, ObjectFacts] = {}
-        for body in listing.get("items", []):
-            facts = ObjectFacts.from_body(body)
-            seen[facts.uid] = facts
+        token = ""  # pages of one consistent snapshot; an expired token (410) fails the re-list
+        while True:
+            listing = call(*args, limit=LIST_PAGE, _continue=token or None, _request_timeout=30)
+            for body in listing.get("items", []):
+                facts = ObjectFacts.from_body(body)
+                seen[facts.uid] = facts
+            token = listing["metadata"].get("continue") or ""
+            if not token:
+                break
         for uid in set(known) - set(seen):
             self._deliver(uid, None)
         for uid, facts in seen.items():
