@@ -1,5 +1,6 @@
 """Fixtures for the scale tests: a Redis and a Redis Cluster of the module's own (a fresh key
-space per test through a random prefix). Neither needs the Kubernetes environment."""
+space per test through a random prefix). Neither needs the Kubernetes environment. The
+verifier processes of the tests that do come from tests/verifier's fixture."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import pytest
 
 from pmkeys_dev.redis import RedisServer
 from pmkeys_dev.redis_cluster import RedisCluster
+from tests.verifier.conftest import verifiers
+
+__all__ = ["verifiers"]
 
 
 @pytest.fixture(scope="module")

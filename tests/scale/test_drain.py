@@ -13,14 +13,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from pmkeys.verify.draining import GRACEFUL_SHUTDOWN_SECONDS
-from pmkeys_dev.environment import LocalEnvironment
-from pmkeys_dev.processes import ServerProcess
 from tests.deploy.conftest import Helm, by_kind, env_of
 from tests.kube import Kube
 from tests.verifier.conftest import CALLER_HEADERS, Plaintext, VerifierProcess, Verifiers, issue
@@ -29,13 +26,6 @@ pytestmark = [pytest.mark.integration]
 DRAIN = 3.0
 #: How long after SIGTERM the traffic keeps coming (endpoints that have not caught up).
 LAG = 2.0
-
-
-@pytest.fixture
-def verifiers(env: LocalEnvironment, kube: Kube, operator: ServerProcess) -> Iterator[Verifiers]:
-    started = Verifiers(env, kube.issued)
-    yield started
-    started.stop_all()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,20 +19,13 @@ import pytest
 
 from pmkeys.verify import Verifier
 from pmkeys_dev.environment import LocalEnvironment
-from pmkeys_dev.processes import ServerProcess, free_port
+from pmkeys_dev.processes import free_port
 from pmkeys_dev.redis import RedisServer
 from tests.kube import Kube
 from tests.verifier.conftest import CALLER_TOKENS, Plaintext, VerifierProcess, Verifiers, issue, settings
 
 pytestmark = [pytest.mark.integration]
 KEYS = 12
-
-
-@pytest.fixture
-def verifiers(env: LocalEnvironment, kube: Kube, operator: ServerProcess) -> Iterator[Verifiers]:
-    started = Verifiers(env, kube.issued)
-    yield started
-    started.stop_all()
 
 
 @pytest.fixture

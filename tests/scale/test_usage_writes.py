@@ -13,7 +13,6 @@ import datetime as dt
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,8 +21,6 @@ from kubernetes import client, watch
 
 from pmkeys.api import vocabulary as v
 from pmkeys.verify.usage_ledgers import SHARD_LABEL, decode
-from pmkeys_dev.environment import LocalEnvironment
-from pmkeys_dev.processes import ServerProcess
 from pmkeys_dev.redis import RedisServer
 from tests import leakscan
 from tests.builders import key
@@ -34,13 +31,6 @@ pytestmark = [pytest.mark.integration]
 KEYS = 24
 SHARDS = 4
 STATUS_WRITES_PER_SECOND = 4
-
-
-@pytest.fixture
-def verifiers(env: LocalEnvironment, kube: Kube, operator: ServerProcess) -> Iterator[Verifiers]:
-    started = Verifiers(env, kube.issued)
-    yield started
-    started.stop_all()
 
 
 @pytest.fixture
