@@ -107,6 +107,10 @@ def test_verifier_and_ui_run_with_the_chart_settings(
         assert "pmkeys_verifier_redis_up 1.0" in httpx.get(f"{base}/metrics", timeout=10).text
         assert httpx.get(f"http://127.0.0.1:{ui_port}/healthz", timeout=10).status_code == 200
     finally:
-        for process in (ui, verifier):
-            process.stop(grace=5)
+        # Stopped as the kubelet stops them: SIGTERM, then the chart's grace period (the verifier's
+        # covers its drain).
+        deployments = by_kind(docs, "Deployment")
+        for process, deployment in ((ui, "pmkeys-ui"), (verifier, "pmkeys-verifier")):
+            grace = deployments[deployment]["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+            process.stop(grace=grace)
             env.components.remove(process)
