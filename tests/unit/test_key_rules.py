@@ -24,6 +24,7 @@ from pmkeys.plugin.commands import cmd_reveal, cmd_revoke, cmd_rotate
 from pmkeys.ui.errors import UiError
 from pmkeys.ui.identity import Access, User
 from pmkeys.ui.keys import TenantKeys
+from pmkeys.ui.plans import TenantPlanState
 
 
 def tak(phase: str | None = None, *, revoked: bool = False, counter: int = 0, **status: Any) -> dict[str, Any]:
@@ -90,6 +91,8 @@ def ui(obj: dict[str, Any]) -> tuple[TenantKeys, Keys, Core]:
     keys = TenantKeys(client.ApiClient(), Access("acme", "acme", can_manage=True, can_reveal=True), User("alice"))
     stored, core = Keys(obj), Core()
     keys._keys, keys._core = stored, core  # type: ignore[assignment]
+    # No plan in the namespace: the plan's own checks are tested in tests/plans.
+    keys.plan = lambda: TenantPlanState("acme", None)  # type: ignore[method-assign]
     return keys, stored, core
 
 
