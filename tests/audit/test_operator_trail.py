@@ -69,6 +69,13 @@ def test_kubectl_as_alice_is_recorded_as_alice_and_a_forged_name_is_ignored(
     assert [line.split()[2:5] for line in table.stdout.splitlines()[1:]] == [["update", "success", "alice"]]
     verified = pmkeys(kube.kubeconfig, "audit", "--verify", "--dsn", auditor)
     assert verified.returncode == 0 and verified.stdout.startswith("audit trail intact"), verified.stdout
+    # The head it prints, kept by an auditor, is checked again later; a head the trail never had is not.
+    head = verified.stdout.split("\nhead ", 1)[1].split()[0]
+    again = pmkeys(kube.kubeconfig, "audit", "--verify", "--dsn", auditor, "--checkpoint", head)
+    assert again.returncode == 0 and "agrees with 1 checkpoint" in again.stdout, again.stdout + again.stderr
+    forged = f"{head.split(':')[0]}:{'0' * 64}"
+    refused = pmkeys(kube.kubeconfig, "audit", "--verify", "--dsn", auditor, "--checkpoint", forged)
+    assert refused.returncode != 0 and "NOT intact" in refused.stdout + refused.stderr, refused.stdout
 
 
 def test_two_edits_between_reconciles_name_both_editors_and_survive_an_operator_restart(

@@ -3,7 +3,8 @@
 The trail lives in the audit store (PostgreSQL, docs/audit.md), not in the cluster, so this
 command needs a reader's DSN (``--dsn`` or ``PMKEYS_AUDIT__DSN``); the namespace defaults to the
 kubeconfig context's, like every other command. Records print newest first as a table, JSON,
-YAML or (``--csv``) CSV; ``--verify`` checks the whole hash chain instead and fails on any finding.
+YAML or (``--csv``) CSV; ``--verify`` checks the whole hash chain instead and fails on any finding,
+also against heads noted earlier (``--checkpoint SEQ:HASH``, the ``head`` it prints).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import TextIO
 import psycopg
 import yaml
 
+from pmkeys.audit import checkpoint, export
 from pmkeys.audit import cli as audit_cli
-from pmkeys.audit import export
 from pmkeys.audit.records import Action
 from pmkeys.audit.store import AuditReader, Query
 from pmkeys.plugin.cluster import Cluster, CommandError
@@ -32,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--csv", action="store_true", help="print CSV (the columns of the UI's export)")
     p.add_argument("--verify", action="store_true", help="check the hash chain of the whole trail")
+    p.add_argument(
+        "--checkpoint", action="append", default=[], type=audit_cli.parse_checkpoint, metavar="SEQ:HASH",
+        help="with --verify: also against a head noted earlier (a later truncation or rewrite is reported)",
+    )  # fmt: skip
 
 
 def cmd_audit(cluster: Cluster, args: argparse.Namespace, out: TextIO) -> None:
@@ -40,7 +45,7 @@ def cmd_audit(cluster: Cluster, args: argparse.Namespace, out: TextIO) -> None:
         raise CommandError("the audit trail needs the audit store: pass --dsn or set PMKEYS_AUDIT__DSN")
     try:
         if args.verify:
-            _verify(dsn, out)
+            _verify(dsn, tuple(args.checkpoint), out)
             return
         query = Query(
             namespace=cluster.namespace, name=args.name, actions=tuple(args.action), actor=args.actor,
@@ -59,11 +64,14 @@ def cmd_audit(cluster: Cluster, args: argparse.Namespace, out: TextIO) -> None:
         out.write(export.to_table(records) if records else f"no audit records in {cluster.namespace}\n")
 
 
-def _verify(dsn: str, out: TextIO) -> None:
-    findings = AuditReader(dsn).verify()
+def _verify(dsn: str, checkpoints: tuple[checkpoint.Checkpoint, ...], out: TextIO) -> None:
+    reader = AuditReader(dsn)
+    findings = reader.verify(checkpoints)
     for finding in findings:
         out.write(f"{finding}\n")
     if findings:
         raise CommandError(f"audit trail NOT intact: {len(findings)} finding(s)")
-    state = AuditReader(dsn).state()
-    out.write(f"audit trail intact: records {state.base_seq}..{state.head_seq}\n")
+    state = reader.state()
+    against = f", agrees with {len(checkpoints)} checkpoint(s)" if checkpoints else ""
+    out.write(f"audit trail intact: records {state.base_seq}..{state.head_seq}{against}\n")
+    out.write(f"head {state.head_seq}:{state.head_hash.hex()} (keep it: --checkpoint finds a later rewrite)\n")
