@@ -20,6 +20,7 @@ import asyncio
 import datetime as dt
 import os
 import sys
+from typing import TextIO
 
 import yaml
 
@@ -110,18 +111,20 @@ def parse_checkpoint(text: str) -> checkpoint.Checkpoint:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def run_verify(dsn: str, checkpoints: tuple[checkpoint.Checkpoint, ...] = ()) -> int:
+def run_verify(dsn: str, checkpoints: tuple[checkpoint.Checkpoint, ...] = (), out: TextIO | None = None) -> int:
+    """Verify and print the findings, or that the trail is intact and its head; 1 on a finding."""
+    out = out or sys.stdout
     reader = store.AuditReader(dsn)
     findings = reader.verify(checkpoints)
     for finding in findings:
-        sys.stdout.write(f"{finding}\n")
+        out.write(f"{finding}\n")
     if findings:
-        sys.stdout.write(f"audit trail NOT intact: {len(findings)} finding(s)\n")
+        out.write(f"audit trail NOT intact: {len(findings)} finding(s)\n")
         return 1
     state = reader.state()
     against = f", agrees with {len(checkpoints)} checkpoint(s)" if checkpoints else ""
-    sys.stdout.write(f"audit trail intact: records {state.base_seq}..{state.head_seq}{against}\n")
-    sys.stdout.write(f"head {state.head_seq}:{state.head_hash.hex()} (keep it: --checkpoint finds a later rewrite)\n")
+    out.write(f"audit trail intact: records {state.base_seq}..{state.head_seq}{against}\n")
+    out.write(f"head {state.head_seq}:{state.head_hash.hex()} (keep it: --checkpoint finds a later rewrite)\n")
     return 0
 
 

@@ -65,13 +65,5 @@ def cmd_audit(cluster: Cluster, args: argparse.Namespace, out: TextIO) -> None:
 
 
 def _verify(dsn: str, checkpoints: tuple[checkpoint.Checkpoint, ...], out: TextIO) -> None:
-    reader = AuditReader(dsn)
-    findings = reader.verify(checkpoints)
-    for finding in findings:
-        out.write(f"{finding}\n")
-    if findings:
-        raise CommandError(f"audit trail NOT intact: {len(findings)} finding(s)")
-    state = reader.state()
-    against = f", agrees with {len(checkpoints)} checkpoint(s)" if checkpoints else ""
-    out.write(f"audit trail intact: records {state.base_seq}..{state.head_seq}{against}\n")
-    out.write(f"head {state.head_seq}:{state.head_hash.hex()} (keep it: --checkpoint finds a later rewrite)\n")
+    if audit_cli.run_verify(dsn, checkpoints, out):
+        raise CommandError("the audit trail failed verification (the findings are above)")
