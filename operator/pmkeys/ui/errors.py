@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from pmkeys.api.admission import is_no_plan_refusal
 from pmkeys.api.plan import NO_PLAN
@@ -154,3 +155,16 @@ def validation_error(errors: Sequence[Any], *, pattern_hints: Mapping[str, str] 
 def unavailable(what: str) -> UiError:
     """The API server could not be reached at all."""
     return UiError(502, "kubernetes_unavailable", f"the Kubernetes API could not be reached for {what}")
+
+
+T = TypeVar("T")
+
+
+def kube_call(fn: Callable[[], T], *, what: str) -> T:
+    """Call the Kubernetes API as the user; its refusals and outages as UiErrors about ``what``."""
+    try:
+        return fn()
+    except ApiException as exc:
+        raise from_api_exception(exc, what=what) from None
+    except HTTPError:
+        raise unavailable(what) from None

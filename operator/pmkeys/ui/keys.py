@@ -11,12 +11,9 @@ patch, so each key is shown once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
 
 from pmkeys.api import vocabulary as v
 from pmkeys.reveal import AlreadyRevealed, NotIssuedYet, reveal_once
@@ -30,24 +27,14 @@ from pmkeys.tenantapikey import (
     rotate_patch,
     rotate_refusal,
 )
-from pmkeys.ui.errors import FieldError, UiError, from_api_exception, unavailable
+from pmkeys.ui.errors import FieldError, UiError, kube_call
 from pmkeys.ui.identity import REQUEST_TIMEOUT, Access, User
 from pmkeys.ui.plans import TenantPlanState, read_plan, refuse_beyond, refuse_grace
 from pmkeys.ui.schemas import EventView, GracePeriod, KeyCreate, KeyView, RegenerateResult, RevealedKey
 from pmkeys.ui.views import build_manifest, event_views, key_view
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 PATCH_ATTEMPTS = 3
-
-
-def _call(fn: Callable[[], T], *, what: str) -> T:
-    try:
-        return fn()
-    except ApiException as exc:
-        raise from_api_exception(exc, what=what) from None
-    except HTTPError:
-        raise unavailable(what) from None
 
 
 class TenantKeys:
@@ -66,14 +53,14 @@ class TenantKeys:
 
     # -- reading ------------------------------------------------------------------------
     def raw(self, name: str) -> dict[str, Any]:
-        return _call(lambda: self._keys.get(self.namespace, name), what=self._what(name))
+        return kube_call(lambda: self._keys.get(self.namespace, name), what=self._what(name))
 
     def get(self, name: str) -> KeyView:
         return key_view(self.raw(name))
 
     def all(self) -> list[KeyView]:
         """Every key of the namespace, revoked ones last."""
-        listing = _call(lambda: self._keys.list(self.namespace), what=f"the keys of namespace {self.namespace}")
+        listing = kube_call(lambda: self._keys.list(self.namespace), what=f"the keys of namespace {self.namespace}")
         views = [key_view(item) for item in listing]
         return sorted(views, key=lambda k: (k.revoked, k.name))
 
@@ -81,7 +68,7 @@ class TenantKeys:
         selector = f"involvedObject.kind={v.KIND},involvedObject.name={name}"
         if uid:
             selector += f",involvedObject.uid={uid}"
-        listing = _call(
+        listing = kube_call(
             lambda: self._core.list_namespaced_event(
                 self.namespace, field_selector=selector, _request_timeout=REQUEST_TIMEOUT
             ),
@@ -110,12 +97,12 @@ class TenantKeys:
         plan = self.plan_or_none() if self.access.can_manage else None  # else RBAC answers first
         if plan is not None and plan.plan is not None:
             refuse_beyond(plan.plan, manifest, keys=len(self.all()))
-        created = _call(lambda: self._keys.create(self.namespace, manifest), what=self._what(request.name))
+        created = kube_call(lambda: self._keys.create(self.namespace, manifest), what=self._what(request.name))
         logger.info("%s created %s", self.user.username, self._what(request.name))
         return key_view(created)
 
     def _patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return _call(lambda: self._keys.patch(self.namespace, name, body), what=self._what(name))
+        return kube_call(lambda: self._keys.patch(self.namespace, name, body), what=self._what(name))
 
     def regenerate(self, name: str, grace: GracePeriod) -> RegenerateResult:
         """Ask the operator for a new key now; the current one keeps working for ``grace``.
@@ -167,7 +154,7 @@ class TenantKeys:
         assert key.secret_name is not None
         secret = key.secret_name
         try:
-            revealed = _call(lambda: reveal_once(self._core, self.namespace, secret), what=f"the Secret of {name}")
+            revealed = kube_call(lambda: reveal_once(self._core, self.namespace, secret), what=f"the Secret of {name}")
         except AlreadyRevealed:
             raise UiError(
                 409,

@@ -13,25 +13,20 @@ and whatever it lets through the API server still judges (its message is shown a
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
-from urllib3.exceptions import HTTPError
 
 from pmkeys.api import vocabulary as v
 from pmkeys.api.durations import format_duration, parse_duration
 from pmkeys.api.model import TenantApiKeySpec
 from pmkeys.api.plan import NO_PLAN, EffectivePlan, TenantUse, describe, plan_from_body, use_from_body
 from pmkeys.api.vocabulary import TIER_RATE_LIMITS, Environment, Scope, Tier
-from pmkeys.ui.errors import FieldError, UiError, field_name, from_api_exception, unavailable
+from pmkeys.ui.errors import FieldError, UiError, field_name, kube_call
 from pmkeys.ui.identity import REQUEST_TIMEOUT
 from pmkeys.ui.schemas import GRACE_CHOICES, ROTATION_CHOICES, PlanRow, PlanView, TenantUseView
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -77,21 +72,12 @@ class TenantPlanState:
         )
 
 
-def _call(fn: Callable[[], T], *, what: str) -> T:
-    try:
-        return fn()
-    except ApiException as exc:
-        raise from_api_exception(exc, what=what) from None
-    except HTTPError:
-        raise unavailable(what) from None
-
-
 def read_plan(api: client.ApiClient, namespace: str) -> TenantPlanState:
     """The namespace's plan, read as the user; 403 (UiError) when their role may not read it."""
     custom = client.CustomObjectsApi(api)
     what = f"the TenantPlan of namespace {namespace}"
     try:
-        body: dict[str, Any] = _call(
+        body: dict[str, Any] = kube_call(
             lambda: custom.get_namespaced_custom_object(
                 v.GROUP, v.VERSION, namespace, v.PLAN_PLURAL, v.PLAN_NAME, _request_timeout=REQUEST_TIMEOUT
             ),
