@@ -26,7 +26,7 @@ def start(state: Path) -> NodeEnvironment:
     workdir.mkdir(parents=True)
     env = NodeEnvironment(workdir=workdir)
     print("starting the control plane, containerd, kubelet, kube-proxy, CoreDNS, OpenBao and Redis ...", flush=True)
-    env.start()
+    env.start(kind="dev")
     env.save_state(state)
     (workdir / "values.json").write_text(json.dumps(env.chart_values(), indent=2))
     return env

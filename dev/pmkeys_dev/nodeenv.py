@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pmkeys_dev import binaries, hostnet
+from pmkeys_dev import binaries, hostnet, nodeclaim
 from pmkeys_dev.controlplane import ControlPlane
 from pmkeys_dev.node import IMAGES, Node
 from pmkeys_dev.openbao import OpenBao
@@ -67,9 +68,13 @@ class NodeEnvironment:
         found = [*self.controlplane.processes, *self.node.processes, self.openbao.process, self.redis.process]
         return [p for p in found if p is not None]
 
-    def start(self) -> None:
-        """Start everything; if a step fails, what was started is stopped and removed."""
+    def start(self, *, kind: str = "test") -> None:
+        """Start everything; if a step fails, what was started is stopped and removed.
+
+        ``kind`` is "test" for a node that lives as long as this process, "dev" for one kept
+        after it exits (its servers keep the host's claim, see :mod:`.nodeclaim`)."""
         hostnet.require_root()
+        nodeclaim.claim(self.workdir, kind, [os.getpid()])
         try:
             hostnet.add_node_ip()
             self.controlplane.start()
@@ -80,6 +85,8 @@ class NodeEnvironment:
         except BaseException:
             self.stop()
             raise
+        if kind == "dev":
+            nodeclaim.claim(self.workdir, kind, [p.pid for p in self.processes if p.pid])
 
     def stop(self) -> None:
         self.node.stop()
@@ -87,6 +94,7 @@ class NodeEnvironment:
         self.openbao.stop()
         self.controlplane.stop()
         hostnet.remove_node_ip()
+        nodeclaim.release(self.workdir)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -210,5 +218,6 @@ def stop_node_from_state(state: dict[str, object]) -> list[int]:
             stopped.append(pid)
     env.node.stop()
     hostnet.remove_node_ip()
+    nodeclaim.release(workdir)
     env.cleanup()
     return stopped
