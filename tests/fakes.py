@@ -68,7 +68,13 @@ class FakeKube:
         self.workloads: dict[tuple[str, str, str], dict[str, str]] = {}
         #: TenantApiKeys as the API server holds them, by (namespace, name).
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        #: The Secret watch's cache: as the watch last delivered them, behind ``secrets`` until
+        #: :meth:`watch_caught_up` (empty: no cache, every Secret is read).
+        self.watched: dict[tuple[str, str], client.V1Secret] = {}
         self.fail = Failures()
+
+    def watch_caught_up(self) -> None:
+        self.watched = copy.deepcopy(self.secrets)
 
     # -- the interface -------------------------------------------------------------------
     async def get_key_object(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -92,6 +98,9 @@ class FakeKube:
     async def tenant_plan(self, namespace: str) -> EffectivePlan | None:
         self.fail.check("tenant_plan")
         return self.plans.get(namespace)
+
+    def cached_secret(self, namespace: str, name: str) -> client.V1Secret | None:
+        return copy.deepcopy(self.watched.get((namespace, name)))
 
     async def read_secret(self, namespace: str, name: str) -> client.V1Secret | None:
         self.fail.check("read_secret")

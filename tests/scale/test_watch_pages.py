@@ -11,7 +11,8 @@ import asyncio
 
 import pytest
 
-from pmkeys.verify import Verifier, watching
+from pmkeys import listwatch
+from pmkeys.verify import Verifier
 from pmkeys_dev.environment import LocalEnvironment
 from tests.kube import Kube
 from tests.verifier.conftest import issue, settings
@@ -23,7 +24,7 @@ async def test_every_key_passes_when_its_namespace_is_listed_in_pages_of_two(
     env: LocalEnvironment, kube: Kube, tenant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     keys = [issue(kube, tenant, f"page{n}", tenant=tenant)[0] for n in range(5)]
-    monkeypatch.setattr(watching, "LIST_PAGE", 2)
+    monkeypatch.setattr(listwatch, "LIST_PAGE", 2)
     verifier = Verifier.from_settings(settings(env, namespaces=[tenant]))
     await verifier.start()
     try:

@@ -46,11 +46,13 @@ from pmkeys.reconcile.kube import KubeApi
 from pmkeys.reconcile.leadership import Leadership, NotLeader, own_identity
 from pmkeys.reconcile.reconciler import Reconciler
 from pmkeys.reconcile.scheduling import ObjectRef, Scheduler
+from pmkeys.reconcile.secretwatch import SecretCache
 from pmkeys.vault.session import VaultSession
 from pmkeys.vault.store import KeyStore
 
 logger = logging.getLogger(__name__)
 RESOURCE = (v.GROUP, v.VERSION, v.PLURAL)
+RECONCILES_AT_ONCE = 64
 
 
 @dataclass
@@ -69,9 +71,14 @@ class Runtime:
     _deferred: dict[str, ObjectRef] = field(default_factory=dict)
     audit_log: AuditLog | None = None
     plan_trail: PlanTrail | None = None
+    #: Reconciles at a time (each holds a Vault or API call most of its time).
+    reconcile_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RECONCILES_AT_ONCE))
+    secrets: SecretCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self._scheduled)
+        self.secrets = SecretCache(lambda ns, name, uid: self.poke(ObjectRef(ns, name, uid)), ours=self._wrote)
+        self.kube.secret_cache = self.secrets
         self.kube.fence = self.store.fence = self.leadership.check
         self.leadership.on_gained = self._redo_deferred
 
@@ -92,6 +99,11 @@ class Runtime:
         plan_trail = PlanTrail(audit_log, tenant_of=kube.tenants.get) if audit_log else None
         return cls(settings, kube, store, hasher, reconciler, leadership, audit_log=audit_log, plan_trail=plan_trail)
 
+    def _wrote(self, uid: str, resource_version: str) -> bool:
+        """Whether a Secret version is this operator's own last write for the object ``uid``."""
+        memory = self.reconciler.memories.peek(uid)
+        return memory is not None and memory.written_secret == resource_version
+
     def asks_for_something_new(self, body: Any) -> bool:
         """Whether an event changes the spec or the rotate annotation since we last reconciled
         (status-only changes, our own among them, are not worth a reconcile)."""
@@ -108,9 +120,10 @@ class Runtime:
         if not self.leadership.may_write():
             self._deferred[ref.uid] = ref
             return
-        started = time.perf_counter()
         try:
-            outcome = await self.reconciler.reconcile(body)
+            async with self.reconcile_slots:
+                started = time.perf_counter()
+                outcome = await self.reconciler.reconcile(body)
         except NotLeader:  # lost the lead in the middle: the next writer converges it
             self._deferred[ref.uid] = ref
             return
@@ -144,6 +157,7 @@ class Runtime:
             self.poke(ref)
 
     def close(self) -> None:
+        self.secrets.stop()
         for task in self.tasks:
             task.cancel()
         self.kube.close()
@@ -164,7 +178,6 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     kopf.on.event("v1", "namespaces", registry=registry)(namespace_changed)
     kopf.on.event(v.GROUP, v.VERSION, v.PLAN_PLURAL, registry=registry)(plan_changed)
     kopf.on.delete(*RESOURCE, registry=registry)(finalize)
-    kopf.on.event("v1", "secrets", labels={v.MANAGED_BY_LABEL: v.MANAGED_BY_VALUE}, registry=registry)(secret_changed)
     if settings.audit.dsn is not None and settings.audit.dsn.get_secret_value():
         kopf.on.event(v.GROUP, v.VERSION, v.PLAN_PLURAL, registry=registry)(plan_audited)
     return registry
@@ -180,6 +193,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     ours: OperatorSettings = memo.operator_settings
     configure_kopf(settings, ours)
     runtime = Runtime.create(ours, identity=memo.identity)
+    runtime.secrets.start(runtime.kube.core, namespaces=ours.namespaces)
     runtime.tasks.append(asyncio.create_task(runtime.scheduler.run()))
     runtime.tasks.append(asyncio.create_task(runtime.leadership.run()))
     runtime.tasks.append(asyncio.create_task(housekeeping(runtime, memo.operator_settings)))
@@ -223,6 +237,7 @@ async def key_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     if body["metadata"].get("deletionTimestamp"):
         return
     if runtime.asks_for_something_new(body):
+        await runtime.secrets.listed()  # at a start: confirm from the list, not by reads
         await runtime.reconcile(body)
 
 
@@ -289,20 +304,6 @@ async def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         raise kopf.TemporaryError(f"could not revoke keys yet: {exc}", delay=10) from None
 
 
-async def secret_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """A managed Secret was deleted or edited by someone else: reconcile its owner."""
-    runtime: Runtime = memo.runtime
-    meta = event["object"].get("metadata", {})
-    owner = next((r for r in meta.get("ownerReferences", []) if r.get("kind") == v.KIND), None)
-    if owner is None or event["type"] not in ("DELETED", "MODIFIED"):
-        return
-    memory = runtime.reconciler.memories.peek(owner["uid"])
-    ours = memory is not None and memory.written_secret == meta.get("resourceVersion")
-    if event["type"] == "MODIFIED" and ours:
-        return
-    runtime.poke(ObjectRef(meta["namespace"], owner["name"], owner["uid"]))
-
-
 class NoDiffBase(kopf.DiffBaseStorage):  # type: ignore[misc]
     """kopf keeps a copy of the last handled spec to compute diffs for update handlers. We have
     none (changes are detected in :meth:`Runtime.asks_for_something_new`), so we keep no copy:
@@ -325,7 +326,11 @@ def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> N
     settings.watching.client_timeout = 150
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
-    settings.batching.worker_limit = 512
+    # Reconciles are bounded by Runtime.reconcile_slots, not by kopf's worker limit: a worker
+    # keeps its slot until it has been idle for idle_timeout, so with a limit of 512 and kopf's
+    # 5 s an operator start reconciled 512 objects, then waited ~4 s for those slots, and so on.
+    settings.queueing.worker_limit = None
+    settings.queueing.idle_timeout = 0.5
     settings.peering.standalone = not ours.peering
     if ours.peering:
         settings.peering.name = ours.peering

@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from pmkeys.api import vocabulary as v
 from pmkeys.api.plan import EffectivePlan, plan_from_body
 from pmkeys.reconcile import policies
+from pmkeys.reconcile.secretwatch import SecretCache
 from pmkeys.tenantapikey import TenantApiKeys
 
 T = TypeVar("T")
@@ -47,6 +48,8 @@ class KubeApi:
         #: namespace → its TenantPlan (None: none), kept current by a plan watch; read-through.
         self.plans: dict[str, EffectivePlan | None] = {}
         self._custom = client.CustomObjectsApi(api)
+        #: The managed Secrets as last watched (pmkeys.reconcile.secretwatch); None: no cache.
+        self.secret_cache: SecretCache | None = None
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
@@ -152,6 +155,11 @@ class KubeApi:
         return tenant
 
     # -- Secrets -------------------------------------------------------------------------
+    def cached_secret(self, namespace: str, name: str) -> client.V1Secret | None:
+        """The managed Secret as the watch last saw it; None when the cache has no such Secret
+        (which proves nothing: only a read says a Secret is absent)."""
+        return self.secret_cache.get(namespace, name) if self.secret_cache is not None else None
+
     async def read_secret(self, namespace: str, name: str) -> client.V1Secret | None:
         try:
             return await self._call(lambda: self.core.read_namespaced_secret(name, namespace))

@@ -43,6 +43,13 @@ class Ledger:
         wanted = set(digests)
         return next(((k, e) for k, e in self.entries.items() if e.digest in wanted), None)
 
+    def steady_on(self, digests: Iterable[str]) -> bool:
+        """Whether a Secret holding the key of ``digests`` is the steady state the index
+        describes: that key is the one active entry, and no entry is pending."""
+        found = self.find_digest(digests)
+        live = self.in_state(EntryState.ACTIVE, EntryState.PENDING)
+        return found is not None and live == [found] and found[1].state is EntryState.ACTIVE
+
     async def add(self, key_id: str, entry: OwnerEntry) -> None:
         self._set(key_id, entry)
         await self.flush()

@@ -38,10 +38,13 @@ from kubernetes.client.exceptions import ApiException
 from pmkeys import metrics
 from pmkeys.api.vocabulary import Phase, Reason
 from pmkeys.audit.lifecycle import LifecycleTrail
+from pmkeys.keys import material
+from pmkeys.keys.digest import digest
 from pmkeys.keys.hashing import Hasher
 from pmkeys.reconcile import policies, secrets
 from pmkeys.reconcile.interfaces import Kube, Store
 from pmkeys.reconcile.issuing import Issuer, ObjectGone
+from pmkeys.reconcile.kube import secret_plaintext
 from pmkeys.reconcile.ledger import Ledger
 from pmkeys.reconcile.memory import Memories, ObjectMemory
 from pmkeys.reconcile.objects import KeyObject
@@ -191,10 +194,28 @@ class Reconciler:
         # else holds shows up as a conflict on create). Saves a request per new key.
         if not ledger.entries and not obj.spec.revoked:
             return None
-        secret = await self.kube.read_secret(obj.namespace, obj.secret_name)
+        secret = await self._watched_if_steady(obj, ledger)
+        if secret is None:
+            secret = await self.kube.read_secret(obj.namespace, obj.secret_name)
         if secret is not None and not secrets.owned_by(secret, obj.uid):
             raise foreign_secret(obj)
         return secret
+
+    async def _watched_if_steady(self, obj: KeyObject, ledger: Ledger) -> client.V1Secret | None:
+        """The watched copy of the Secret, when it confirms what the owner index says (its key
+        is the one active key, nothing pending): an operator restart then costs no Secret read
+        per object. Anything else is decided on a fresh read. A copy that lags a change by
+        someone else can only confirm the state before it, and that change's own watch event
+        reconciles the object again; the operator's own writes never confirm (the key they
+        replaced is no longer the active one)."""
+        cached = self.kube.cached_secret(obj.namespace, obj.secret_name)
+        if cached is None or not secrets.owned_by(cached, obj.uid):
+            return None
+        try:
+            key = material.parse(secret_plaintext(cached) or "")
+        except material.MalformedKey:
+            return None
+        return cached if ledger.steady_on(digest(p, key.value) for p in await self.store.peppers()) else None
 
     async def _current_or_new(
         self, obj: KeyObject, memory: ObjectMemory, ledger: Ledger, secret: client.V1Secret | None, now: dt.datetime
