@@ -1,6 +1,8 @@
 """kopf registration: which events reach the reconciler, and the operator's runtime.
 
-kopf gives us watches, the finalizer and peering. Decisions and retries are ours: an object is
+kopf gives us the TenantApiKey, namespace and plan watches, the finalizer and peering; the
+managed Secrets are watched outside kopf (:mod:`pmkeys.reconcile.secretwatch`: a cache that
+spares a restart one Secret read per object). Decisions and retries are ours: an object is
 reconciled when first seen (creation, or every object once after an operator start) and when
 its spec (generation) or rotate annotation changes — tracked in memory, so kopf writes no
 bookkeeping annotations and status-only changes cost nothing.
