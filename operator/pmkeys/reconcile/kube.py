@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from pmkeys.api import vocabulary as v
 from pmkeys.api.plan import EffectivePlan, plan_from_body
+from pmkeys.listwatch import LIST_PAGE
 from pmkeys.reconcile import policies
 from pmkeys.reconcile.secretwatch import SecretCache
 from pmkeys.tenantapikey import TenantApiKeys
@@ -89,9 +90,22 @@ class KubeApi:
         uids: set[str] = set()
         where: list[str | None] = [*namespaces] or [None]
         for ns in where:
-            items = await self._call(partial(self.keys.list, ns))
-            uids |= {item["metadata"]["uid"] for item in items}
+            uids |= await self._call(partial(self._uids_in, ns))
         return uids
+
+    def _uids_in(self, namespace: str | None) -> set[str]:
+        """In pages, as plain JSON, keeping only the uids: one list of every object parsed at
+        once was the largest thing in the operator's memory at a start (the sweep runs then)."""
+        call, _ = self.keys.list_call(namespace)
+        uids: set[str] = set()
+        token = ""  # pages of one consistent snapshot
+        while True:
+            raw = call(limit=LIST_PAGE, _continue=token or None, _preload_content=False, _request_timeout=60)
+            listing = json.loads(raw.data)
+            uids |= {item["metadata"]["uid"] for item in listing.get("items", [])}
+            token = listing["metadata"].get("continue") or ""
+            if not token:
+                return uids
 
     async def add_finalizer(self, namespace: str, name: str, *, finalizers: list[str], resource_version: str) -> None:
         """Set the object's finalizers to ``finalizers`` if it is still at ``resource_version``."""
