@@ -7,8 +7,13 @@ state just before a change whose own event reconciles the object again.
 from __future__ import annotations
 
 import base64
+import time
+
+import pytest
+from kubernetes import client
 
 from pmkeys.api import vocabulary as v
+from pmkeys.reconcile import secretwatch
 from pmkeys.reconcile.reconciler import Reconciler, Result
 from tests.unit.world import HASHER, World
 
@@ -99,3 +104,17 @@ async def test_an_interrupted_rotation_is_finished_from_a_read_not_from_the_copy
     current = world.secret_key_id()
     assert current != first and current in world.usable() and world.usable() <= {first, current}
     assert world.violations() == []
+
+
+async def test_a_list_that_never_comes_delays_the_first_reconciles_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(secretwatch, "LIST_WAIT_SECONDS", 0.5)
+    cache = secretwatch.SecretCache(lambda *_: None, ours=lambda *_: False)
+    nowhere = client.ApiClient(client.Configuration(host="http://127.0.0.1:1"))  # nothing listens there
+    cache.start(client.CoreV1Api(nowhere), namespaces=["tenant"])
+    try:
+        assert await cache.listed() is False
+        started = time.monotonic()
+        assert await cache.listed() is False
+        assert time.monotonic() - started < 0.2, "a later caller waited the whole bound again"
+    finally:
+        cache.stop()

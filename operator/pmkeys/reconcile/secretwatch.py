@@ -101,25 +101,30 @@ class SecretCache:
         self._by_name: dict[tuple[str, str], str] = {}
         self.watch: SecretWatch | None = None
         self._patterns: list[str] | None = None
+        self._wait_until = 0.0
 
     def start(self, core: client.CoreV1Api, *, namespaces: list[str]) -> None:
         """Watch the operator's namespaces (all when empty; with globs, all and keep the matches)."""
         if any(ch in ns for ns in namespaces for ch in "*?[!"):
             self._patterns = list(namespaces)
             namespaces = []
-        self.watch = SecretWatch(core, self.apply, namespaces=namespaces or None, loop=asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        self._wait_until = loop.time() + LIST_WAIT_SECONDS
+        self.watch = SecretWatch(core, self.apply, namespaces=namespaces or None, loop=loop)
         self.watch.start()
 
     def stop(self) -> None:
         if self.watch is not None:
             self.watch.stop()
 
-    async def listed(self, timeout: float = LIST_WAIT_SECONDS) -> bool:
-        """Wait (up to ``timeout``) until every watched namespace has been listed once (the
-        list's Secrets are handed to the loop before the watch says so, and applied first)."""
-        deadline = asyncio.get_running_loop().time() + timeout
+    async def listed(self) -> bool:
+        """Wait until every watched namespace has been listed once (the list's Secrets are
+        handed to the loop before the watch says so, and applied first), at most until
+        :data:`LIST_WAIT_SECONDS` after the start: a list that never comes (no permission to
+        list Secrets, say) delays the first reconciles once, not every new object."""
+        loop = asyncio.get_running_loop()
         while self.watch is None or not self.watch.listed:
-            if asyncio.get_running_loop().time() > deadline:
+            if loop.time() > self._wait_until:
                 return False
             await asyncio.sleep(0.1)
         return True
