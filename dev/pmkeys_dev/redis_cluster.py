@@ -45,6 +45,9 @@ class ClusterNode:
             "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
             "--save", "",
+            # A replica that has not finished its first sync never takes over (it has no data):
+            # start that sync at once instead of after the default 5 s wait for more replicas.
+            "--repl-diskless-sync-delay", "0",
             "--appendonly", "no",
             "--daemonize", "no",
             "--protected-mode", "yes",
@@ -96,12 +99,16 @@ class RedisCluster:
         return [n for n in self.live_nodes() if n.role() == "master"]
 
     def wait_healthy(self, *, timeout: float = 30) -> None:
-        """Until every live node says ``cluster_state:ok`` and there are ``masters`` masters."""
+        """Until every live node says ``cluster_state:ok``, there are ``masters`` masters, and
+        every live replica has synced with its master (a replica that has not cannot take over:
+        a failover test that killed a master within seconds of the start saw no failover)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 states = [n.cli("CLUSTER", "INFO") for n in self.live_nodes()]
-                if all("cluster_state:ok" in s for s in states) and len(self.master_nodes()) == self.masters:
+                links = [n.cli("INFO", "replication") for n in self.live_nodes()]
+                synced = all("master_link_status:up" in r for r in links if "role:slave" in r)
+                if all("cluster_state:ok" in s for s in states) and len(self.master_nodes()) == self.masters and synced:
                     return
             except subprocess.SubprocessError:
                 pass
