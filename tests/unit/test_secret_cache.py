@@ -118,3 +118,10 @@ async def test_a_list_that_never_comes_delays_the_first_reconciles_once(monkeypa
         assert time.monotonic() - started < 0.2, "a later caller waited the whole bound again"
     finally:
         cache.stop()
+
+
+def test_a_watched_secret_never_shows_its_key() -> None:
+    encoded = base64.b64encode(b"pm_live_" + b"k" * 32).decode()
+    body = {"metadata": {"uid": "u", "namespace": "acme", "name": "mail", "resourceVersion": "7"}}
+    watched = secretwatch.WatchedSecret.from_body({**body, "data": {v.SECRET_DATA_KEY: encoded}})
+    assert watched.key == encoded and encoded not in repr(watched) and "pm_live_" not in repr(watched)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import Any
 
@@ -40,7 +40,9 @@ class WatchedSecret:
     name: str
     resource_version: str
     owner: tuple[str, str] | None  # (name, uid) of the owning TenantApiKey
-    key: str | None  # data["api-key"], base64 as in the Secret
+    #: data["api-key"], base64 as in the Secret: never in a repr (a log line or a failed
+    #: assertion that shows a WatchedSecret must not show the key).
+    key: str | None = field(repr=False)
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> WatchedSecret:
