@@ -183,6 +183,9 @@ class VerifierSettings(_Settings):
     preload_seconds: float = Field(default=60.0, ge=0)
     #: Vault reads the preload keeps in flight (the Vault session has 8 threads).
     preload_concurrency: int = Field(default=8, ge=1, le=64)
+    #: With Redis: leave the records of proven keys sealed in Redis for one cache TTL after each
+    #: Vault read, and open them at start instead of reading Vault (pmkeys.verify.handover).
+    handover: bool = True
 
 
 class UiSettings(_Settings):

@@ -17,6 +17,7 @@ from redis import asyncio as aioredis
 
 from pmkeys.config import VerifierSettings
 from pmkeys.kubeclient import api_client
+from pmkeys.verify.handover import RedisHandover
 from pmkeys.verify.limiting import Limits
 from pmkeys.verify.plans import PlanBook, PlanWatch
 from pmkeys.verify.possession import RedisReceipts
@@ -43,6 +44,8 @@ class Redis:
     limiter: SharedWindows
     usage: SharedUsage
     receipts: RedisReceipts
+    #: Records sealed for the next replica (None: ``PMKEYS_HANDOVER=false``).
+    handover: RedisHandover | None = None
 
     @classmethod
     def connect(cls, settings: VerifierSettings, *, local: WindowLimiter) -> Redis:
@@ -53,7 +56,11 @@ class Redis:
             redis, prefix=settings.redis_prefix, policy=settings.redis_failure_policy, local=local, health=health
         )
         usage = SharedUsage(redis, prefix=settings.redis_prefix, health=health)
-        return cls(redis, health, limiter, usage, RedisReceipts(redis, prefix=settings.redis_prefix, health=health))
+        receipts = RedisReceipts(redis, prefix=settings.redis_prefix, health=health)
+        handover = None
+        if settings.handover:
+            handover = RedisHandover(redis, prefix=settings.redis_prefix, health=health, ttl=settings.cache_ttl)
+        return cls(redis, health, limiter, usage, receipts, handover)
 
     async def prepare(self) -> None:
         """Before the first request (a cluster's slot map; see :func:`prepare`)."""

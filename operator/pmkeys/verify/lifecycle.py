@@ -4,7 +4,8 @@
 Kept apart so the pipeline reads top to bottom without it: loading the peppers (retried in the
 background while Vault is not there), the TenantApiKey and TenantPlan watches, the preload of
 proven keys once both the pepper and the watch's first listing are in
-(:mod:`~pmkeys.verify.preloading`), the usage flusher, housekeeping (expired cache entries and
+(:mod:`~pmkeys.verify.preloading`), the seals handed over to the next replica
+(:mod:`~pmkeys.verify.handover`), the usage flusher, housekeeping (expired cache entries and
 limiter state), and on the way out a last usage flush and closing every client.
 """
 
@@ -23,10 +24,12 @@ from pmkeys.keys.hashing import Hasher
 from pmkeys.vault.errors import VaultError
 from pmkeys.vault.records import KeyRecord
 from pmkeys.vault.store import KeyStore
-from pmkeys.verify.cache import KeyCache
+from pmkeys.verify.cache import Entry, KeyCache
 from pmkeys.verify.connections import Kubernetes, Redis
 from pmkeys.verify.gcra import LocalLimiter
+from pmkeys.verify.handover import FLUSH_SECONDS, RedisHandover, Sealed, age_if_fresh
 from pmkeys.verify.limiting import Limits
+from pmkeys.verify.objects import ObjectIndex
 from pmkeys.verify.peppers import Peppers
 from pmkeys.verify.plans import PlanBook, PlanWatch
 from pmkeys.verify.possession import Possession
@@ -59,6 +62,7 @@ class Lifecycle:
         _redis: Redis | None
         _tasks: list[asyncio.Task[None]]
         _cache: KeyCache
+        _objects: ObjectIndex
         _limits: Limits
         _failures: LocalLimiter
         _ttl: float
@@ -71,7 +75,7 @@ class Lifecycle:
 
         def _revoked(self, record: KeyRecord) -> bool: ...
 
-        def _remember(self, primary: str, record: KeyRecord, epoch: int, *, revoked: bool) -> Any: ...
+        def _remember(self, primary: str, record: KeyRecord, epoch: int, *, revoked: bool) -> Entry: ...
 
         def object_changed(self, uid: str, facts: ObjectFacts | None) -> None: ...
 
@@ -89,6 +93,8 @@ class Lifecycle:
             self.plan_watch = self._kubernetes.plan_watcher(self.plans)
             self.plan_watch.start()
         self._spawn(self._preload())
+        if self.handover is not None:
+            self._spawn(self._handing_over(self.handover))
         if self.flusher is not None:
             self._spawn(self.flusher.run())
         if self.failures is not None:
@@ -109,6 +115,9 @@ class Lifecycle:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self.handover is not None:
+            with contextlib.suppress(Exception):
+                await self.handover.flush()
         if self.flusher is not None:
             try:
                 await self.flusher.flush()
@@ -140,6 +149,46 @@ class Lifecycle:
             self._cache.sweep(now)
             self._limits.local.prune(now)
             self._failures.prune(now)
+
+    @property
+    def handover(self) -> RedisHandover | None:
+        """Where this replica leaves the records it read for the next one (None: no Redis)."""
+        return self._redis.handover if self._redis is not None else None
+
+    async def _handing_over(self, handover: RedisHandover) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            await handover.flush()
+
+    def _hand_over(self, digest: str, record: KeyRecord, epoch: int) -> None:
+        """Seal ``record`` (just read from Vault, its key proven, cached under ``digest``) for the
+        next replica, with the fingerprint of its object as the watch knows it — if the watch has
+        listed its namespace and saw no change of the object since ``epoch`` (before the read)."""
+        handover, peppers = self.handover, self._peppers.all
+        if handover is None or not peppers or not self._listed(record.namespace):
+            return
+        facts = self._objects.facts(record.uid)
+        if facts is None or facts.revoked or not self._cache.unchanged_since(record.uid, epoch):
+            return
+        handover.offer(digest, peppers[0], Sealed(record, facts.fingerprint, time.time()))
+
+    def _adopt(self, digest: str, sealed: Sealed) -> bool:
+        """Cache a record another replica handed over, if it is still what that replica saw: its
+        object's fingerprint unchanged, and within one cache TTL of that replica's read (the
+        entry expires when that replica's did)."""
+        record = sealed.record
+        age = age_if_fresh(sealed, self._ttl)
+        facts = self._objects.facts(record.uid)
+        if age is None or facts is None or facts.fingerprint != sealed.fingerprint:
+            return False
+        if not self._listed(record.namespace):
+            return False
+        entry = self._remember(digest, record, self._cache.epoch, revoked=self._revoked(record))
+        entry.expires -= int(age * 1_000_000)
+        entry.verified_at -= int(age * 1_000_000)
+        if self._peppers.all and record.pepper_version == self._peppers.all[0].version:
+            self.possession.handed_over(digest, record)
+        return True
 
     async def _probe_vault(self) -> None:
         """Keep :attr:`vault` current even when every key is cached: a pepper read every
@@ -177,11 +226,16 @@ class Lifecycle:
             cache=self._cache,
             remember=self._preloaded,
             vault=self.vault,
+            handover=self.handover,
+            adopt=self._adopt,
         )
 
     def _preloaded(self, record_digest: str, record: KeyRecord, epoch: int) -> None:
         """The preload read ``record`` and its receipt vouched for it."""
-        self._remember(record_digest, record, epoch, revoked=self._revoked(record))
+        revoked = self._revoked(record)
+        self._remember(record_digest, record, epoch, revoked=revoked)
+        if not revoked:
+            self._hand_over(record_digest, record, epoch)
 
     def _watch_live(self) -> bool:
         """Whether watch events are current (within one cache TTL of losing the watch)."""
@@ -221,7 +275,8 @@ class Lifecycle:
             "preload": {
                 "state": self.preload.state,
                 "proven": self.preload.candidates,
-                "loaded": self.preload.loaded,
+                "loaded": self.preload.cached,
+                "handedOver": self.preload.handed_over,
                 "seconds": round(self.preload.seconds, 1),
             },
         }

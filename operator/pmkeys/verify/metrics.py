@@ -34,10 +34,11 @@ paths, whose number has no bound.
 ``pmkeys_verifier_usage_objects_written_total``    status.usage writes
 ``pmkeys_verifier_usage_write_failures_total``     status.usage writes that failed (retried later)
 ``pmkeys_verifier_usage_pending_objects``          objects with usage not yet flushed by this replica
-``pmkeys_verifier_preload_keys_total{result}``     start-up preload: proven keys cached, skipped, refused
+``pmkeys_verifier_preload_keys_total{result}``     start-up preload by result (handed over, loaded from Vault, ...)
 ``pmkeys_verifier_preload_proven_keys``            receipts the preload found (keys proven before)
 ``pmkeys_verifier_preload_seconds``                how long the preload ran (so far)
 ``pmkeys_verifier_preload_finished``               1 once readiness no longer waits for the preload
+``pmkeys_verifier_handover_seals_total``           records sealed in Redis for the next replica
 =================================================  =====================================================
 """
 
@@ -52,6 +53,7 @@ from prometheus_client.registry import Collector
 
 from pmkeys.keys.hashing import Hasher
 from pmkeys.verify.decision import Outcome
+from pmkeys.verify.handover import RedisHandover
 from pmkeys.verify.preloading import Preload
 from pmkeys.verify.ratelimit import RedisHealth
 from pmkeys.verify.staleness import VaultHealth
@@ -109,6 +111,9 @@ class Observed(Protocol):
 
     @property
     def pending_usage(self) -> int: ...
+
+    @property
+    def handover(self) -> RedisHandover | None: ...
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -192,6 +197,8 @@ class VerifierCollector(Collector):
         keys = CounterMetricFamily(
             f"{PREFIX}_preload_keys", "Start-up preload of proven keys, by result.", labels=["result"]
         )
+        keys.add_metric(["handed_over"], preload.handed_over)
+        keys.add_metric(["seal_refused"], preload.seals_refused)
         keys.add_metric(["loaded"], preload.loaded)
         keys.add_metric(["skipped"], preload.skipped)
         keys.add_metric(["refused"], preload.refused)
@@ -199,3 +206,5 @@ class VerifierCollector(Collector):
         yield _gauge("preload_proven_keys", "Receipts the start-up preload found.", preload.candidates)
         yield _gauge("preload_seconds", "How long the start-up preload ran (so far).", preload.seconds)
         yield _gauge("preload_finished", "1 once readiness no longer waits for the preload.", int(preload.finished))
+        if (handover := self.verifier.handover) is not None:
+            yield _counter("handover_seals", "Records sealed in Redis for the next replica.", handover.written)

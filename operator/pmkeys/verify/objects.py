@@ -46,6 +46,10 @@ class ObjectIndex:
         """The watch has seen object ``uid`` and not its deletion."""
         return uid in self._objects
 
+    def facts(self, uid: str) -> ObjectFacts | None:
+        """What the watch last said about object ``uid`` (None: not seen, or deleted)."""
+        return self._objects.get(uid)
+
     def owner(self, key_id: str) -> ObjectFacts | None:
         """The object whose current or in-grace key is ``key_id``, if the watch has seen it."""
         return self._objects.get(self._key_owners.get(key_id, ""))

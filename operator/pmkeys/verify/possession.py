@@ -39,14 +39,13 @@ from typing import Any, Protocol
 from pmkeys.keys.hashing import Hasher
 from pmkeys.vault.records import KeyRecord
 from pmkeys.verify.ratelimit import REDIS_DOWN, RedisHealth
+from pmkeys.verify.redisclient import scan_values
 
 logger = logging.getLogger(__name__)
 RECEIPT_CONTEXT = b"pmkeys-receipt-v1"
 RECEIPT_KEY_CONTEXT = b"pmkeys receipt key v1"
 #: How long a receipt lives in Redis (a key unused for this long is proven again once).
 RECEIPT_TTL_SECONDS = 30 * 24 * 3600
-#: Receipts fetched per MGET when listing them.
-LISTING_BATCH = 500
 
 
 def receipt_key(pepper: bytes) -> bytes:
@@ -100,29 +99,17 @@ class RedisReceipts:
 
     async def listing(self) -> dict[str, str]:
         """Every receipt, by digest (the preload's list, :mod:`~pmkeys.verify.preloading`): one
-        SCAN over the key space (every master of a cluster) and MGETs of :data:`LISTING_BATCH`;
+        SCAN and MGETs (:func:`~pmkeys.verify.redisclient.scan_values`);
         empty if Redis does not answer."""
         if not self._health.should_try():
             return {}
-        pattern = _glob_escaped(self._prefix) + "*"
         try:
-            names = [name async for name in self._redis.scan_iter(match=pattern, count=1000)]
-            found: dict[str, str] = {}
-            for start in range(0, len(names), LISTING_BATCH):
-                batch = names[start : start + LISTING_BATCH]
-                mget = getattr(self._redis, "mget_nonatomic", self._redis.mget)  # cluster: per slot
-                for name, value in zip(batch, await mget(batch), strict=True):
-                    if value is not None:
-                        found[name.removeprefix(self._prefix)] = str(value)
+            found = await scan_values(self._redis, self._prefix)
         except REDIS_DOWN as exc:
             self._health.failed(exc, what="listing proven keys")
             return {}
         self._health.succeeded()
         return found
-
-
-def _glob_escaped(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 class Possession:
@@ -164,6 +151,11 @@ class Possession:
             return True
         self.receipts_refused += 1
         return False
+
+    def handed_over(self, record_digest: str, record: KeyRecord) -> None:
+        """A seal (:mod:`~pmkeys.verify.handover`) holds ``record``: another verifier proved its
+        key, as a receipt would say; remembered like a proof."""
+        self._checked[record_digest] = record.bcrypt
 
     async def _receipt_holds(self, record_digest: str, expected: str) -> bool:
         assert self._receipts is not None

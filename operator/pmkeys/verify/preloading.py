@@ -1,4 +1,8 @@
-"""Preload: a new replica reads the records of proven keys before it reports ready.
+"""Preload: a new replica caches the records of proven keys before it reports ready.
+
+First it opens what the replicas before it handed over (:mod:`~pmkeys.verify.handover`: the
+records they read from Vault within the last cache TTL, sealed in Redis) — the keys in use, with
+no Vault read at all. Then it reads from Vault the records of the other keys with receipts.
 
 Receipts (:mod:`~pmkeys.verify.possession`) spare a new replica the bcrypt of every key another
 replica proved, but not the Vault read behind each key's first use: a replica that joined a
@@ -45,6 +49,7 @@ from pmkeys.vault.errors import VaultError
 from pmkeys.vault.records import KeyRecord
 from pmkeys.vault.store import KeyStore
 from pmkeys.verify.cache import KeyCache
+from pmkeys.verify.handover import RedisHandover, Sealed, seal_key, unseal
 from pmkeys.verify.peppers import Peppers
 from pmkeys.verify.possession import Possession
 from pmkeys.verify.staleness import VaultHealth
@@ -54,6 +59,8 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_DEADLINE = 60.0
 #: Cache a preloaded record: (digest, record, cache epoch before the read).
 Remember = Callable[[str, KeyRecord, int], None]
+#: Cache a handed-over record if it still holds: (digest, what the seal holds) → cached or not.
+Adopt = Callable[[str, Sealed], bool]
 
 
 class ReceiptListing(Protocol):
@@ -76,9 +83,13 @@ class Preload:
         #: waiting, running, done, failed (Redis or Vault did not answer), off (nothing to do).
         self.state = "off" if receipts is None or deadline <= 0 else "waiting"
         self.candidates = 0
+        #: Records read from Vault and cached.
         self.loaded = 0
         self.skipped = 0
         self.refused = 0
+        #: Records opened from seals (no Vault read), and seals refused (not openable, or stale).
+        self.handed_over = 0
+        self.seals_refused = 0
         self._started: float | None = None
         self._ended: float | None = None
 
@@ -88,6 +99,11 @@ class Preload:
         if self.state == "running":
             return self.seconds >= self.deadline
         return self.state != "waiting"
+
+    @property
+    def cached(self) -> int:
+        """Records the preload cached, handed over or read from Vault."""
+        return self.handed_over + self.loaded
 
     @property
     def seconds(self) -> float:
@@ -105,15 +121,20 @@ class Preload:
         cache: KeyCache,
         remember: Remember,
         vault: VaultHealth,
+        handover: RedisHandover | None = None,
+        adopt: Adopt | None = None,
     ) -> None:
-        """Read and remember every record a receipt names (see the module docstring)."""
+        """Open the seals, then read and remember every other record a receipt names (see the
+        module docstring)."""
         if self.state != "waiting":
             return
         self.state, self._started = "running", time.monotonic()
         try:
             assert self._receipts is not None
+            taken = await self._open_seals(handover, peppers, adopt) if handover and adopt else set()
             listed = await self._receipts.listing()
-            self.candidates = len(listed)
+            self.candidates = len(listed | dict.fromkeys(taken, ""))
+            listed = {digest: found for digest, found in listed.items() if digest not in taken}
             loading = _Loading(self, store, peppers, possession, cache, remember, listed)
             await asyncio.gather(*(loading.worker() for _ in range(self.concurrency)))
             if loading.failed:
@@ -124,14 +145,35 @@ class Preload:
                 self.state = "failed"
             self._ended = time.monotonic()
         logger.info(
-            "preload %s: %d of %d proven keys cached in %.1f s (%d skipped, %d receipts refused)",
+            "preload %s: %d of %d proven keys cached in %.1f s (%d handed over, %d seals refused;"
+            " %d skipped, %d receipts refused)",
             self.state,
-            self.loaded,
+            self.cached,
             self.candidates,
             self.seconds,
+            self.handed_over,
+            self.seals_refused,
             self.skipped,
             self.refused,
         )
+
+    async def _open_seals(self, handover: RedisHandover, peppers: Peppers, adopt: Adopt) -> set[str]:
+        """Cache what the seals in Redis hold and still vouch for; the digests it cached."""
+        if not peppers.all:
+            return set()
+        pepper = peppers.all[0]
+        root = seal_key(pepper.secret)
+        taken: set[str] = set()
+        for count, (digest, text) in enumerate((await handover.listing()).items(), start=1):
+            sealed = unseal(root, digest, pepper.version, text)
+            if sealed is not None and adopt(digest, sealed):
+                taken.add(digest)
+            else:
+                self.seals_refused += 1
+            if count % 500 == 0:
+                await asyncio.sleep(0)  # let the watch's events in between
+        self.handed_over = len(taken)
+        return taken
 
 
 class _Loading:

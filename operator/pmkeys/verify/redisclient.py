@@ -57,3 +57,23 @@ async def prepare(client: aioredis.Redis) -> None:
             await client.initialize()
         except (RedisError, OSError) as exc:
             logger.warning("Redis Cluster not reachable at start (%s); will retry on use", type(exc).__name__)
+
+
+#: Values fetched per MGET by :func:`scan_values`.
+LISTING_BATCH = 500
+
+
+async def scan_values(client: aioredis.Redis, prefix: str) -> dict[str, str]:
+    """Every string key under ``prefix`` with its value, by the rest of its name: one SCAN over
+    the key space (every master of a cluster) and MGETs of :data:`LISTING_BATCH` (per slot on a
+    cluster). Raises what the client raises when Redis does not answer."""
+    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
+    names = [name async for name in client.scan_iter(match=pattern, count=1000)]
+    mget = getattr(client, "mget_nonatomic", client.mget)
+    found: dict[str, str] = {}
+    for start in range(0, len(names), LISTING_BATCH):
+        batch = names[start : start + LISTING_BATCH]
+        for name, value in zip(batch, await mget(batch), strict=True):
+            if value is not None:
+                found[name.removeprefix(prefix)] = str(value)
+    return found

@@ -300,7 +300,10 @@ class Verifier(Lifecycle, ErrorReports):
             logger.warning("key %s: digest matched but bcrypt did not; refusing it", record.key_id)
             self._cache.put_negative(primary, now)
             return Outcome.UNKNOWN
-        return self._remember(primary, record, epoch, revoked=revoked)
+        entry = self._remember(primary, record, epoch, revoked=revoked)
+        if usable:
+            self._hand_over(primary, record, epoch)
+        return entry
 
     def _revoked(self, record: KeyRecord) -> bool:
         """Refused whatever Vault says: the watch saw its object revoked, or listed it as gone."""
