@@ -2,9 +2,10 @@
 OpenBao, API server, operator, Redis).
 
 What a user notices in a rolling deploy: the new replica answers its first request for each key
-as fast as the old one did — no Vault read, no bcrypt — because it read the records of the keys
-that have receipts before it said it was ready. The control (``PMKEYS_PRELOAD_SECONDS=0``) shows
-the same replica reading Vault once per key without it.
+as fast as the old one did — no Vault read, no bcrypt — because before it said it was ready it
+opened the records the first replica handed over (sealed in Redis), or with
+``PMKEYS_HANDOVER=false`` read from Vault the records of the keys that have receipts. The control
+(``PMKEYS_PRELOAD_SECONDS=0``) shows the same replica reading Vault once per key without either.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pmkeys.verify import Verifier
 from pmkeys_dev.environment import LocalEnvironment
 from pmkeys_dev.processes import free_port
 from pmkeys_dev.redis import RedisServer
-from tests.kube import Kube
+from tests.kube import Kube, wait_for
 from tests.verifier.conftest import CALLER_TOKENS, Plaintext, VerifierProcess, Verifiers, issue, settings
 
 pytestmark = [pytest.mark.integration]
@@ -30,12 +31,14 @@ KEYS = 12
 
 @pytest.fixture
 def proven(verifiers: Verifiers, kube: Kube, tenant: str, redis_server: RedisServer, prefix: str) -> list[Plaintext]:
-    """``KEYS`` keys, each proven once (bcrypt, receipt left in Redis) by a first replica."""
+    """``KEYS`` keys, each proven once (bcrypt, receipt left in Redis) by a first replica, which
+    also sealed their records in Redis for the next one."""
     keys = [issue(kube, tenant, f"pre{n:02d}", tenant=tenant)[0] for n in range(KEYS)]
     first = verifiers.start(redis=redis_server, PMKEYS_REDIS_PREFIX=prefix)
     for api_key in keys:
         assert first.verify(api_key, "send_email").status_code == 200
     assert metric(first, "pmkeys_verifier_bcrypt_checks_total") == KEYS
+    wait_for(lambda: metric(first, "pmkeys_verifier_handover_seals_total") >= KEYS, timeout=10, what="sealed")
     return keys
 
 
@@ -81,10 +84,11 @@ def first_ready_answer(verifier: VerifierProcess, *, timeout: float = 60) -> dic
     raise AssertionError("the verifier did not become ready")
 
 
+@pytest.mark.parametrize("handover", [True, False], ids=["handed-over", "read-from-vault"])
 def test_a_new_replica_is_ready_only_with_every_proven_key_cached(
-    verifiers: Verifiers, proven: list[Plaintext], redis_server: RedisServer, prefix: str
+    verifiers: Verifiers, proven: list[Plaintext], redis_server: RedisServer, prefix: str, handover: bool
 ) -> None:
-    replacement = start_unwaited(verifiers, redis_server, prefix)
+    replacement = start_unwaited(verifiers, redis_server, prefix, PMKEYS_HANDOVER=str(handover).lower())
     ready = first_ready_answer(replacement)
     assert ready["checks"]["preload"] is True
     assert ready["preload"]["state"] == "done", ready["preload"]
@@ -94,7 +98,10 @@ def test_a_new_replica_is_ready_only_with_every_proven_key_cached(
         assert replacement.verify(api_key, "send_email").status_code == 200
     assert metric(replacement, "pmkeys_verifier_cache_lookups_total", 'result="miss"') == 0, "a Vault read per key"
     assert metric(replacement, "pmkeys_verifier_bcrypt_checks_total") == 0
-    assert metric(replacement, "pmkeys_verifier_preload_keys_total", 'result="loaded"') == KEYS
+    handed_over = metric(replacement, "pmkeys_verifier_preload_keys_total", 'result="handed_over"')
+    loaded = metric(replacement, "pmkeys_verifier_preload_keys_total", 'result="loaded"')
+    assert (handed_over, loaded) == ((KEYS, 0) if handover else (0, KEYS))
+    assert ready["preload"]["handedOver"] == handed_over
     assert metric(replacement, "pmkeys_verifier_preload_finished") == 1
 
 
@@ -115,7 +122,8 @@ def test_without_the_preload_each_key_costs_a_vault_read(
 async def test_readiness_waits_for_a_slow_preload_and_no_longer_than_its_bound(
     env: LocalEnvironment, proven: list[Plaintext], redis_server: RedisServer, prefix: str
 ) -> None:
-    """Vault answering the preload slowly (1 s a record, one at a time): the replica is held
+    """Vault answering the preload slowly (1 s a record, one at a time; no hand-over, so every
+    record is read from Vault): the replica is held
     out of readiness while every other check passes, and joins once its bound passes (the
     preload going on behind it) — or once the records are in, whichever comes first."""
 
@@ -127,6 +135,7 @@ async def test_readiness_waits_for_a_slow_preload_and_no_longer_than_its_bound(
                 redis_prefix=prefix,
                 preload_concurrency=1,
                 preload_seconds=deadline,
+                handover=False,
             )
         )
         real = verifier.store.get_record
