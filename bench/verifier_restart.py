@@ -24,6 +24,12 @@ Figures:
   without receipts (N checks);
 * C's RSS with N keys cached, and C's CPU seconds during the replacement.
 
+The hand-over (pmkeys.verify.handover): C opens the records A and B sealed in Redis instead of
+reading them from Vault. To show what that changes in the same run, C is then replaced the same
+way by D with ``PMKEYS_HANDOVER=false`` (its preload reads from Vault the record of every key
+with a receipt, the behaviour before the hand-over); ``--no-compare`` skips D, ``--no-handover``
+starts C without the hand-over too.
+
 ``--no-preload`` starts C without the preload (``PMKEYS_PRELOAD_SECONDS=0``): each key's first
 request then waits for a Vault read. ``--baseline`` gives C a Redis prefix of its own (no
 receipts, no shared limits): the old behaviour, one bcrypt per key per process; use it with
@@ -31,7 +37,8 @@ small N.
 
     python bench/verifier_restart.py [--keys 10000] [--cost 12] [--workers 16] [--concurrency 64]
 
-Last line: keys=10000 all_served_s=… non2xx=… requests=… non2xx_pct=… new_bcrypt=0 …
+Last two lines: D's figures (handover=0), then C's (handover=1) with
+``all_served_ratio_without_to_with``; each ``keys=10000 … all_served_s=… non2xx=… new_bcrypt=0 …``
 """
 
 from __future__ import annotations
@@ -96,7 +103,14 @@ class Tally:
 
 
 def start_verifier(
-    env: LocalEnvironment, redis: RedisServer, name: str, *, prefix: str, drain: float, preload: bool = True
+    env: LocalEnvironment,
+    redis: RedisServer,
+    name: str,
+    *,
+    prefix: str,
+    drain: float,
+    preload: bool = True,
+    handover: bool = True,
 ) -> Replica:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -111,6 +125,7 @@ def start_verifier(
         PMKEYS_FAILED_ATTEMPTS_PER_MINUTE="100000",
         PMKEYS_CALLER_TOKENS=json.dumps({"bench": CALLER_TOKEN}),
         PMKEYS_DRAIN_SECONDS=str(drain),
+        PMKEYS_HANDOVER=str(handover).lower(),
         **({} if preload else {"PMKEYS_PRELOAD_SECONDS": "0"}),
     )
     return Replica(name, proc, url, ready=False)
@@ -200,9 +215,80 @@ def bcrypt_check_seconds(cost: int) -> float:
     return time.process_time() - started
 
 
+@dataclass
+class Fleet:
+    """The replicas in the rotation, the clients, and the traffic the replacements run under."""
+
+    env: LocalEnvironment
+    redis: RedisServer
+    keys: list[FarmKey]
+    args: argparse.Namespace
+    http: httpx.AsyncClient
+    control: httpx.AsyncClient
+    replicas: list[Replica]
+
+
+async def replace_one(fleet: Fleet, old: Replica, name: str, *, handover: bool) -> tuple[Replica, dict[str, float]]:
+    """Replace ``old`` by a new replica ``name`` under traffic on every key; its figures."""
+    args = fleet.args
+    stop, during, first = asyncio.Event(), Tally(), Tally()  # first: the new replica's first answer per key
+    traffic = asyncio.ensure_future(background(fleet.http, fleet.replicas, fleet.keys, args.workers, during, stop))
+    # A rolling update with maxUnavailable 0 (two replicas): the new pod first; once it is
+    # ready the old one gets SIGTERM and, at the same moment, starts leaving the endpoints,
+    # which traffic notices only after the endpoint lag.
+    started = time.perf_counter()
+    print(f"replacing {old.name} by {name} (hand-over {'on' if handover else 'off'})", flush=True)
+    new = start_verifier(
+        fleet.env,
+        fleet.redis,
+        name,
+        prefix="baseline" if args.baseline else "bench",
+        drain=args.drain_seconds,
+        preload=not args.no_preload,
+        handover=handover,
+    )
+    cpu_start = cpu_seconds(new.proc.pid or 0)
+    await wait_ready(new, fleet.control)
+    ready_s = time.perf_counter() - started
+    fleet.replicas.append(new)
+    stopping = asyncio.ensure_future(terminate(old, endpoint_lag=args.endpoint_lag))
+    print(f"{name} ready after {ready_s:.1f}s; {old.name} got SIGTERM; sending every key to {name}", flush=True)
+    await sweep(fleet.http, new, fleet.keys, args.concurrency, first)
+    all_served = time.perf_counter() - started
+    stop.set()
+    await traffic
+    old_exit_s = await stopping
+    fleet.replicas.remove(old)
+    vault_reads = new.metric("pmkeys_verifier_vault_request_duration_seconds_count")
+    vault_seconds = new.metric("pmkeys_verifier_vault_request_duration_seconds_sum")
+    return new, {
+        "ready_s": ready_s,
+        "all_served_s": all_served,
+        "served_after_ready_s": all_served - ready_s,
+        "requests": during.requests + first.requests,
+        "non2xx": during.non2xx + first.non2xx,
+        "statuses": json.dumps({"traffic": during.statuses, "sweep": first.statuses}),  # type: ignore[dict-item]
+        "first_p50_ms": 1000 * first.percentile(0.5),
+        "first_p99_ms": 1000 * first.percentile(0.99),
+        "new_bcrypt": new.metric("pmkeys_verifier_bcrypt_checks_total"),
+        "new_cpu_s": cpu_seconds(new.proc.pid or 0) - cpu_start,
+        "new_rss_mb": rss_mb(new.proc.pid or 0),
+        "vault_reads": vault_reads,
+        "vault_mean_ms": 1000 * vault_seconds / max(1, vault_reads),
+        "old_exit_s": old_exit_s,
+        "misses": new.metric("pmkeys_verifier_cache_lookups_total", 'result="miss"'),
+        "handed_over": new.metric("pmkeys_verifier_preload_keys_total", 'result="handed_over"'),
+        "preloaded": new.metric("pmkeys_verifier_preload_keys_total", 'result="loaded"'),
+        "preload_s": new.metric("pmkeys_verifier_preload_seconds"),
+    }
+
+
 async def replace(
     env: LocalEnvironment, redis: RedisServer, keys: list[FarmKey], args: argparse.Namespace
-) -> dict[str, float]:
+) -> list[dict[str, float]]:
+    """Warm up two replicas, then replace one with the hand-over (C replaces B) and, unless
+    ``--no-compare``, the new one without it (D replaces C), in the same run: what the
+    hand-over changes, measured side by side."""
     limits = httpx.Limits(max_connections=args.concurrency + 64, max_keepalive_connections=args.concurrency + 64)
     headers = {"X-Pmkeys-Caller-Token": CALLER_TOKEN}
     async with httpx.AsyncClient(limits=limits, headers=headers) as http, httpx.AsyncClient() as control:
@@ -220,69 +306,61 @@ async def replace(
             f"B served them with {b_bcrypt:.0f} bcrypt",
             flush=True,
         )
-
-        replicas = [a, b]
-        steady, during = Tally(), Tally()
-        stop = asyncio.Event()
-        traffic = asyncio.ensure_future(background(http, replicas, keys, args.workers, steady, stop))
+        fleet = Fleet(env, redis, keys, args, http, control, [a, b])
+        steady, stop = Tally(), asyncio.Event()
+        traffic = asyncio.ensure_future(background(http, fleet.replicas, keys, args.workers, steady, stop))
         await asyncio.sleep(args.steady_seconds)
         stop.set()
         await traffic
         rate = steady.requests / args.steady_seconds
         print(f"steady traffic: {steady.requests} requests ({rate:.0f}/s), {steady.non2xx} non-2xx", flush=True)
-
-        stop = asyncio.Event()
-        first = Tally()  # C's answers to the sweep: its first request for each key
-        traffic = asyncio.ensure_future(background(http, replicas, keys, args.workers, during, stop))
-        # A rolling update with maxUnavailable 0 (two replicas): the new pod first; once it is
-        # ready the old one gets SIGTERM and, at the same moment, starts leaving the endpoints,
-        # which traffic notices only after the endpoint lag.
-        killed = time.perf_counter()
-        print("replacing B", flush=True)
-        prefix = "baseline" if args.baseline else "bench"
-        c = start_verifier(
-            env, redis, "verifier-c", prefix=prefix, drain=args.drain_seconds, preload=not args.no_preload
-        )
-        c_cpu_start = cpu_seconds(c.proc.pid or 0)
-        await wait_ready(c, control)
-        ready_s = time.perf_counter() - killed
-        replicas.append(c)
-        stopping = asyncio.ensure_future(terminate(b, endpoint_lag=args.endpoint_lag))
-        print(f"C ready after {ready_s:.1f}s; B got SIGTERM; sending every key to C", flush=True)
-        await sweep(http, c, keys, args.concurrency, first)
-        all_served = time.perf_counter() - killed
-        stop.set()
-        await traffic
-        b_exit_s = await stopping
-        new_bcrypt = c.metric("pmkeys_verifier_bcrypt_checks_total")
-        vault_reads = c.metric("pmkeys_verifier_vault_request_duration_seconds_count")
-        vault_seconds = c.metric("pmkeys_verifier_vault_request_duration_seconds_sum")
-        misses = c.metric("pmkeys_verifier_cache_lookups_total", 'result="miss"')
-        preloaded = c.metric("pmkeys_verifier_preload_keys_total", 'result="loaded"')
-        preload_s = c.metric("pmkeys_verifier_preload_seconds")
-        c_cpu = cpu_seconds(c.proc.pid or 0) - c_cpu_start
-        c_rss = rss_mb(c.proc.pid or 0)
-        for replica in (a, c):
+        c, with_handover = await replace_one(fleet, b, "verifier-c", handover=not args.no_handover)
+        results = [with_handover]
+        if not args.no_compare:
+            await asyncio.sleep(args.steady_seconds)  # the entries C read from Vault age like A's
+            _, without = await replace_one(fleet, c, "verifier-d", handover=False)
+            results.append(without)
+        for replica in fleet.replicas:
             replica.proc.stop()
-        return {
-            "ready_s": ready_s,
-            "all_served_s": all_served,
-            "served_after_ready_s": all_served - ready_s,
-            "requests": during.requests + first.requests,
-            "non2xx": during.non2xx + first.non2xx,
-            "statuses": json.dumps({"traffic": during.statuses, "sweep": first.statuses}),  # type: ignore[dict-item]
-            "first_p50_ms": 1000 * first.percentile(0.5),
-            "first_p99_ms": 1000 * first.percentile(0.99),
-            "new_bcrypt": new_bcrypt,
-            "new_cpu_s": c_cpu,
-            "new_rss_mb": c_rss,
-            "vault_reads": vault_reads,
-            "vault_mean_ms": 1000 * vault_seconds / max(1, vault_reads),
-            "old_exit_s": b_exit_s,
-            "misses": misses,
-            "preloaded": preloaded,
-            "preload_s": preload_s,
-        }
+        return results
+
+
+def report(result: dict[str, float], args: argparse.Namespace, per_check: float, label: str) -> str:
+    """Prints what one replacement showed; returns its key=value figures."""
+    pct = 100 * result["non2xx"] / max(1, result["requests"])
+    print(
+        f"{label}: new replica ready {result['ready_s']:.1f}s after its start, every key served by it "
+        f"{result['all_served_s']:.1f}s after it (bar < 10 s), {result['served_after_ready_s']:.1f}s after "
+        f"it took traffic; {result['non2xx']:.0f} of "
+        f"{result['requests']:.0f} answers not 2xx ({pct:.3f}%, bar < 0.1%) {result['statuses']}",
+        flush=True,
+    )
+    print(
+        f"{label}: {result['new_bcrypt']:.0f} bcrypt calls (bar 0) = {result['new_bcrypt'] * per_check:.1f} "
+        f"CPU-s of bcrypt, against {args.keys * per_check:.0f} CPU-s without receipts "
+        f"({per_check * 1000:.0f} ms per check at cost {args.cost}); {result['new_cpu_s']:.1f} CPU-s in all; "
+        f"RSS {result['new_rss_mb']:.0f} MB with {args.keys} keys cached",
+        flush=True,
+    )
+    print(
+        f"{label}: {result['handed_over']:.0f} records handed over, {result['preloaded']:.0f} read from Vault by "
+        f"the preload, in {result['preload_s']:.1f} s before it was ready; {result['vault_reads']:.0f} Vault "
+        f"reads in all, {result['vault_mean_ms']:.0f} ms each on average; {result['misses']:.0f} cache misses on "
+        f"requests; its first answer for each key took {result['first_p50_ms']:.0f} ms (p50), "
+        f"{result['first_p99_ms']:.0f} ms (p99) as the bench saw it",
+        flush=True,
+    )
+    return (
+        f"ready_s={result['ready_s']:.1f} all_served_s={result['all_served_s']:.1f} "
+        f"served_after_ready_s={result['served_after_ready_s']:.1f} non2xx={result['non2xx']:.0f} "
+        f"requests={result['requests']:.0f} non2xx_pct={pct:.3f} new_bcrypt={result['new_bcrypt']:.0f} "
+        f"new_bcrypt_cpu_s={result['new_bcrypt'] * per_check:.1f} new_cpu_s={result['new_cpu_s']:.1f} "
+        f"new_rss_mb={result['new_rss_mb']:.0f} handed_over={result['handed_over']:.0f} "
+        f"preloaded={result['preloaded']:.0f} preload_s={result['preload_s']:.1f} "
+        f"vault_reads={result['vault_reads']:.0f} vault_mean_ms={result['vault_mean_ms']:.0f} "
+        f"request_misses={result['misses']:.0f} old_exit_s={result['old_exit_s']:.1f} "
+        f"first_answer_p50_ms={result['first_p50_ms']:.0f} first_answer_p99_ms={result['first_p99_ms']:.0f}"
+    )
 
 
 def main() -> None:
@@ -294,6 +372,10 @@ def main() -> None:
     parser.add_argument("--steady-seconds", type=float, default=10)
     parser.add_argument("--baseline", action="store_true", help="the new replica gets no receipts")
     parser.add_argument("--no-preload", action="store_true", help="PMKEYS_PRELOAD_SECONDS=0 for the new replica")
+    parser.add_argument("--no-handover", action="store_true", help="PMKEYS_HANDOVER=false for the first new replica")
+    parser.add_argument(
+        "--no-compare", action="store_true", help="only one replacement (no second one without the hand-over)"
+    )
     parser.add_argument(
         "--drain-seconds", type=float, default=5, help="PMKEYS_DRAIN_SECONDS of every replica (0: no drain)"
     )
@@ -316,46 +398,21 @@ def main() -> None:
         started = time.perf_counter()
         keys = farm(api_client(str(env.kubeconfig)), store, args.keys, cost=args.cost)
         print(f"{len(keys)} keys (bcrypt cost {args.cost} at rest) in {time.perf_counter() - started:.0f}s", flush=True)
-        result = asyncio.run(replace(env, redis, keys, args))
+        results = asyncio.run(replace(env, redis, keys, args))
         per_check = bcrypt_check_seconds(args.cost)
-        pct = 100 * result["non2xx"] / max(1, result["requests"])
-        print(
-            f"replacement: C ready {result['ready_s']:.1f}s after its start, every key served by C "
-            f"{result['all_served_s']:.1f}s after it (bar < 10 s), {result['served_after_ready_s']:.1f}s after "
-            f"it took traffic; {result['non2xx']:.0f} of "
-            f"{result['requests']:.0f} answers not 2xx ({pct:.3f}%, bar < 0.1%) {result['statuses']}",
-            flush=True,
+        common = (
+            f"keys={args.keys} cost={args.cost} baseline={int(args.baseline)} preload={int(not args.no_preload)} "
+            f"drain_s={args.drain_seconds:g} endpoint_lag_s={args.endpoint_lag:g} "
+            f"bcrypt_cpu_without_receipts_s={args.keys * per_check:.0f}"
         )
-        print(
-            f"new replica: {result['new_bcrypt']:.0f} bcrypt calls (bar 0) = {result['new_bcrypt'] * per_check:.1f} "
-            f"CPU-s of bcrypt, against {args.keys * per_check:.0f} CPU-s without receipts "
-            f"({per_check * 1000:.0f} ms per check at cost {args.cost}); {result['new_cpu_s']:.1f} CPU-s in all; "
-            f"RSS {result['new_rss_mb']:.0f} MB with {args.keys} keys cached",
-            flush=True,
-        )
-        print(
-            f"what C waited on: {result['vault_reads']:.0f} Vault reads, {result['vault_mean_ms']:.0f} ms each on "
-            f"average: {result['preloaded']:.0f} records preloaded in {result['preload_s']:.1f} s before it was "
-            f"ready, {result['misses']:.0f} cache misses on requests (one Vault read each); its first answer "
-            f"for each key took {result['first_p50_ms']:.0f} ms (p50), {result['first_p99_ms']:.0f} ms (p99) "
-            "as the bench saw it",
-            flush=True,
-        )
-        print(
-            f"keys={args.keys} cost={args.cost} baseline={int(args.baseline)} ready_s={result['ready_s']:.1f} "
-            f"all_served_s={result['all_served_s']:.1f} served_after_ready_s={result['served_after_ready_s']:.1f} "
-            f"non2xx={result['non2xx']:.0f} "
-            f"requests={result['requests']:.0f} "
-            f"non2xx_pct={pct:.3f} new_bcrypt={result['new_bcrypt']:.0f} "
-            f"new_bcrypt_cpu_s={result['new_bcrypt'] * per_check:.1f} "
-            f"bcrypt_cpu_without_receipts_s={args.keys * per_check:.0f} new_cpu_s={result['new_cpu_s']:.1f} "
-            f"new_rss_mb={result['new_rss_mb']:.0f} vault_reads={result['vault_reads']:.0f} "
-            f"vault_mean_ms={result['vault_mean_ms']:.0f} drain_s={args.drain_seconds:g} "
-            f"endpoint_lag_s={args.endpoint_lag:g} old_exit_s={result['old_exit_s']:.1f} "
-            f"preload={int(not args.no_preload)} preloaded={result['preloaded']:.0f} "
-            f"preload_s={result['preload_s']:.1f} request_misses={result['misses']:.0f} "
-            f"first_answer_p50_ms={result['first_p50_ms']:.0f} first_answer_p99_ms={result['first_p99_ms']:.0f}"
-        )
+        figures = report(results[0], args, per_check, "with the hand-over" if not args.no_handover else "without")
+        if len(results) == 1:
+            print(f"{common} handover={int(not args.no_handover)} {figures}")
+            return
+        before = report(results[1], args, per_check, "without the hand-over (preload from Vault)")
+        ratio = results[1]["all_served_s"] / max(0.001, results[0]["all_served_s"])
+        print(f"{common} handover=0 {before}")
+        print(f"{common} handover=1 {figures} all_served_ratio_without_to_with={ratio:.1f}")
     finally:
         redis.cleanup()
         env.stop()
