@@ -22,9 +22,9 @@ import redis
 from pmkeys_dev.redis import RedisServer
 from tests.kube import Kube, wait_for
 from tests.vaultview import VaultView
-from tests.verifier.conftest import Plaintext, VerifierProcess, Verifiers, issue, redis_server
+from tests.verifier.conftest import Plaintext, VerifierProcess, Verifiers, issue, redis_server, verifiers
 
-__all__ = ["redis_server"]
+__all__ = ["redis_server", "verifiers"]
 pytestmark = [pytest.mark.integration]
 
 
