@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 import bcrypt
 import httpx
 
+from httpload import Pool  # bench/httpload.py
 from keyfarm import FarmKey, farm, hashes  # bench/keyfarm.py, beside this script
 from pmkeys.config import VaultSettings
 from pmkeys.kubeclient import api_client
@@ -68,14 +69,21 @@ from pmkeys_dev.redis import RedisServer
 from procstat import cpu_seconds, rss_mb, stop_servers_on_sigterm  # bench/procstat.py
 
 CALLER_TOKEN = secrets.token_urlsafe(32)
+#: Keep-alive connections per replica (more than the sweep and the traffic use at once).
+POOL_SIZE = 256
 
 
 @dataclass
 class Replica:
     name: str
     proc: ServerProcess
-    url: str
+    port: int
+    pool: Pool
     ready: bool = True
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def metric(self, name: str, labels: str = "") -> float:
         wanted = f"{name}{{{labels}}} " if labels else name + " "
@@ -113,7 +121,6 @@ def start_verifier(
     handover: bool = True,
 ) -> Replica:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     proc = env.start_component(
         "verifier",
         name=name,
@@ -128,7 +135,8 @@ def start_verifier(
         PMKEYS_HANDOVER=str(handover).lower(),
         **({} if preload else {"PMKEYS_PRELOAD_SECONDS": "0"}),
     )
-    return Replica(name, proc, url, ready=False)
+    pool = Pool("127.0.0.1", port, size=POOL_SIZE, headers={"X-Pmkeys-Caller-Token": CALLER_TOKEN})
+    return Replica(name, proc, port, pool, ready=False)
 
 
 async def wait_ready(replica: Replica, http: httpx.AsyncClient) -> None:
@@ -142,17 +150,11 @@ async def wait_ready(replica: Replica, http: httpx.AsyncClient) -> None:
         await asyncio.sleep(0.05)
 
 
-async def verify(http: httpx.AsyncClient, replica: Replica, key: FarmKey) -> int:
-    try:
-        response = await http.post(
-            f"{replica.url}/v1/verify", json={"key": key.plaintext, "scope": "send_email"}, timeout=30
-        )
-    except httpx.HTTPError:
-        return 599
-    return response.status_code
+async def verify(replica: Replica, key: FarmKey) -> int:
+    return await replica.pool.post("/v1/verify", {"key": key.plaintext, "scope": "send_email"})
 
 
-async def sweep(http: httpx.AsyncClient, replica: Replica, keys: list[FarmKey], concurrency: int, tally: Tally) -> None:
+async def sweep(replica: Replica, keys: list[FarmKey], concurrency: int, tally: Tally) -> None:
     """Every key through ``replica`` until each has had a 2xx (503 busy is retried after 1 s)."""
     queue: asyncio.Queue[FarmKey] = asyncio.Queue()
     for key in keys:
@@ -163,7 +165,7 @@ async def sweep(http: httpx.AsyncClient, replica: Replica, keys: list[FarmKey], 
             key = queue.get_nowait()
             while True:
                 sent = time.perf_counter()
-                status = await verify(http, replica, key)
+                status = await verify(replica, key)
                 tally.latencies.append(time.perf_counter() - sent)
                 tally.count(status)
                 if 200 <= status < 300:
@@ -174,7 +176,6 @@ async def sweep(http: httpx.AsyncClient, replica: Replica, keys: list[FarmKey], 
 
 
 async def background(
-    http: httpx.AsyncClient,
     replicas: list[Replica],
     keys: list[FarmKey],
     workers: int,
@@ -191,7 +192,7 @@ async def background(
             ready = [r for r in replicas if r.ready]
             key, replica = keys[sent % len(keys)], ready[sent % len(ready)]
             sent += 1
-            tally.count(await verify(http, replica, key))
+            tally.count(await verify(replica, key))
 
     await asyncio.gather(*(worker() for _ in range(workers)))
 
@@ -223,7 +224,6 @@ class Fleet:
     redis: RedisServer
     keys: list[FarmKey]
     args: argparse.Namespace
-    http: httpx.AsyncClient
     control: httpx.AsyncClient
     replicas: list[Replica]
 
@@ -232,7 +232,7 @@ async def replace_one(fleet: Fleet, old: Replica, name: str, *, handover: bool) 
     """Replace ``old`` by a new replica ``name`` under traffic on every key; its figures."""
     args = fleet.args
     stop, during, first = asyncio.Event(), Tally(), Tally()  # first: the new replica's first answer per key
-    traffic = asyncio.ensure_future(background(fleet.http, fleet.replicas, fleet.keys, args.workers, during, stop))
+    traffic = asyncio.ensure_future(background(fleet.replicas, fleet.keys, args.workers, during, stop))
     # A rolling update with maxUnavailable 0 (two replicas): the new pod first; once it is
     # ready the old one gets SIGTERM and, at the same moment, starts leaving the endpoints,
     # which traffic notices only after the endpoint lag.
@@ -253,7 +253,7 @@ async def replace_one(fleet: Fleet, old: Replica, name: str, *, handover: bool) 
     fleet.replicas.append(new)
     stopping = asyncio.ensure_future(terminate(old, endpoint_lag=args.endpoint_lag))
     print(f"{name} ready after {ready_s:.1f}s; {old.name} got SIGTERM; sending every key to {name}", flush=True)
-    await sweep(fleet.http, new, fleet.keys, args.concurrency, first)
+    await sweep(new, fleet.keys, args.concurrency, first)
     all_served = time.perf_counter() - started
     stop.set()
     await traffic
@@ -267,7 +267,9 @@ async def replace_one(fleet: Fleet, old: Replica, name: str, *, handover: bool) 
         "served_after_ready_s": all_served - ready_s,
         "requests": during.requests + first.requests,
         "non2xx": during.non2xx + first.non2xx,
-        "statuses": json.dumps({"traffic": during.statuses, "sweep": first.statuses}),  # type: ignore[dict-item]
+        "statuses": json.dumps(  # type: ignore[dict-item]
+            {"traffic": during.statuses, "sweep": first.statuses, "no_answer": {old.name: old.pool.failures}}
+        ),
         "first_p50_ms": 1000 * first.percentile(0.5),
         "first_p99_ms": 1000 * first.percentile(0.99),
         "new_bcrypt": new.metric("pmkeys_verifier_bcrypt_checks_total"),
@@ -289,26 +291,24 @@ async def replace(
     """Warm up two replicas, then replace one with the hand-over (C replaces B) and, unless
     ``--no-compare``, the new one without it (D replaces C), in the same run: what the
     hand-over changes, measured side by side."""
-    limits = httpx.Limits(max_connections=args.concurrency + 64, max_keepalive_connections=args.concurrency + 64)
-    headers = {"X-Pmkeys-Caller-Token": CALLER_TOKEN}
-    async with httpx.AsyncClient(limits=limits, headers=headers) as http, httpx.AsyncClient() as control:
+    async with httpx.AsyncClient() as control:
         a = start_verifier(env, redis, "verifier-a", prefix="bench", drain=args.drain_seconds)
         b = start_verifier(env, redis, "verifier-b", prefix="bench", drain=args.drain_seconds)
         await asyncio.gather(wait_ready(a, control), wait_ready(b, control))
         warm = Tally()
         started = time.perf_counter()
-        await sweep(http, a, keys, min(args.concurrency, 16), warm)
+        await sweep(a, keys, min(args.concurrency, 16), warm)
         proved = time.perf_counter() - started
-        await sweep(http, b, keys, args.concurrency, warm)
+        await sweep(b, keys, args.concurrency, warm)
         a_bcrypt, b_bcrypt = (r.metric("pmkeys_verifier_bcrypt_checks_total") for r in (a, b))
         print(
             f"warm-up: A proved {len(keys)} keys in {proved:.1f}s ({a_bcrypt:.0f} bcrypt), "
             f"B served them with {b_bcrypt:.0f} bcrypt",
             flush=True,
         )
-        fleet = Fleet(env, redis, keys, args, http, control, [a, b])
+        fleet = Fleet(env, redis, keys, args, control, [a, b])
         steady, stop = Tally(), asyncio.Event()
-        traffic = asyncio.ensure_future(background(http, fleet.replicas, keys, args.workers, steady, stop))
+        traffic = asyncio.ensure_future(background(fleet.replicas, keys, args.workers, steady, stop))
         await asyncio.sleep(args.steady_seconds)
         stop.set()
         await traffic
