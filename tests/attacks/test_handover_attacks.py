@@ -22,7 +22,15 @@ import redis
 from pmkeys_dev.redis import RedisServer
 from tests.kube import Kube, wait_for
 from tests.vaultview import VaultView
-from tests.verifier.conftest import Plaintext, VerifierProcess, Verifiers, issue, redis_server, verifiers
+from tests.verifier.conftest import (
+    Plaintext,
+    VerifierProcess,
+    Verifiers,
+    issue,
+    metric,
+    redis_server,
+    verifiers,
+)
 
 __all__ = ["redis_server", "verifiers"]
 pytestmark = [pytest.mark.integration]
@@ -68,14 +76,6 @@ def fleet(verifiers: Verifiers, redis_server: RedisServer, vault: VaultView) -> 
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     yield Fleet(verifiers, redis_server, f"h{secrets.token_hex(4)}", client, vault)
     client.close()
-
-
-def metric(verifier: VerifierProcess, name: str, labels: str = "") -> float:
-    wanted = f"{name}{{{labels}}}" if labels else name
-    for line in verifier.metrics().splitlines():
-        if line.startswith(wanted + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{wanted} not in /metrics")
 
 
 def preloaded(verifier: VerifierProcess, result: str) -> float:

@@ -23,7 +23,7 @@ from pmkeys_dev.environment import LocalEnvironment
 from pmkeys_dev.processes import free_port
 from pmkeys_dev.redis import RedisServer
 from tests.kube import Kube, wait_for
-from tests.verifier.conftest import CALLER_TOKENS, Plaintext, VerifierProcess, Verifiers, issue, settings
+from tests.verifier.conftest import CALLER_TOKENS, Plaintext, VerifierProcess, Verifiers, issue, metric, settings
 
 pytestmark = [pytest.mark.integration]
 KEYS = 12
@@ -40,14 +40,6 @@ def proven(verifiers: Verifiers, kube: Kube, tenant: str, redis_server: RedisSer
     assert metric(first, "pmkeys_verifier_bcrypt_checks_total") == KEYS
     wait_for(lambda: metric(first, "pmkeys_verifier_handover_seals_total") >= KEYS, timeout=10, what="sealed")
     return keys
-
-
-def metric(verifier: VerifierProcess, name: str, labels: str = "") -> float:
-    wanted = f"{name}{{{labels}}}" if labels else name
-    for line in verifier.metrics().splitlines():
-        if line.startswith(wanted + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{wanted} not in /metrics")
 
 
 def start_unwaited(verifiers: Verifiers, redis: RedisServer, prefix: str, **settings: str) -> VerifierProcess:

@@ -79,6 +79,15 @@ class VerifierProcess:
         self.anonymous.close()
 
 
+def metric(verifier: VerifierProcess, name: str, labels: str = "") -> float:
+    """One value from the verifier's /metrics (the sum is not taken: the sample must be unique)."""
+    wanted = f"{name}{{{labels}}}" if labels else name
+    for line in verifier.metrics().splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{wanted} not in /metrics")
+
+
 class Verifiers:
     """Starts verifier processes; :meth:`stop_all` stops them (after a leak check of /metrics)."""
 

@@ -159,6 +159,7 @@ class RedisHandover:
         except REDIS_DOWN as exc:
             self._health.failed(exc, what="handing keys over to new replicas")
             return 0
+        self._health.succeeded()
         self.written += count
         return count
 

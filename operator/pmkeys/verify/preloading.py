@@ -133,7 +133,7 @@ class Preload:
             assert self._receipts is not None
             taken = await self._open_seals(handover, peppers, adopt) if handover and adopt else set()
             listed = await self._receipts.listing()
-            self.candidates = len(listed | dict.fromkeys(taken, ""))
+            self.candidates = len(listed.keys() | taken)
             listed = {digest: found for digest, found in listed.items() if digest not in taken}
             loading = _Loading(self, store, peppers, possession, cache, remember, listed)
             await asyncio.gather(*(loading.worker() for _ in range(self.concurrency)))
