@@ -183,9 +183,19 @@ class VerifierSettings(_Settings):
     preload_seconds: float = Field(default=60.0, ge=0)
     #: Vault reads the preload keeps in flight (the Vault session has 8 threads).
     preload_concurrency: int = Field(default=8, ge=1, le=64)
-    #: With Redis: leave the records of proven keys sealed in Redis for one cache TTL after each
-    #: Vault read, and open them at start instead of reading Vault (pmkeys.verify.handover).
+    #: With Redis: leave the records of proven keys sealed in Redis after each Vault read (for as
+    #: long as this replica would answer from them), and open them at start instead of reading
+    #: Vault (pmkeys.verify.handover).
     handover: bool = True
+    #: While the watch is live, entries past their TTL answer and are re-read in the background,
+    #: at most this many per second per replica (pmkeys.verify.refreshing); 0 = on the request path.
+    refresh_per_second: float = Field(default=50.0, ge=0)
+
+    @property
+    def trusted_seconds(self) -> float:
+        """How long after its Vault read a cached entry may answer while Vault and the watch work:
+        one TTL, or ``stale_for_seconds`` when entries are re-read behind the request path."""
+        return max(self.cache_ttl, self.stale_for_seconds) if self.refresh_per_second > 0 else self.cache_ttl
 
 
 class UiSettings(_Settings):

@@ -121,3 +121,24 @@ def test_facts_ignore_malformed_status_fields() -> None:
         body(previousKeys=[{"keyId": "kx", "notAfter": "soon"}, "junk"], effectiveRateLimit=True)
     )
     assert facts.deadlines == {} and facts.rate_limit is None and facts.key_ids == {"kaaaaaaaaaaa", "kx"}
+
+
+def test_past_its_ttl_an_entry_answers_behind_only_if_rereadable_not_invalidated_and_within_stale_for() -> None:
+    cache = KeyCache(ttl=30, negative_ttl=5, stale_for=900, behind=True)
+    rereadable = entry(verified_at=0)
+    rereadable.behind = True
+    assert cache.answers_behind(rereadable, 31 * S)
+    assert cache.answers_behind(rereadable, 900 * S)
+    assert not cache.answers_behind(rereadable, 900 * S + 1), "older than stale_for: the request path reads"
+    assert not cache.answers_behind(entry(verified_at=0), 31 * S), "found under an older pepper's digest"
+    rereadable.apply(ObjectFacts.from_body(body()), 31 * S)
+    assert not cache.answers_behind(rereadable, 31 * S), "the watch invalidated it: read on the request path"
+    assert cache.trusted_seconds == 900
+
+
+def test_without_refresh_behind_entries_answer_for_one_ttl() -> None:
+    cache = KeyCache(ttl=30, negative_ttl=5, stale_for=900)
+    rereadable = entry(verified_at=0)
+    rereadable.behind = True
+    assert not cache.answers_behind(rereadable, 31 * S)
+    assert cache.trusted_seconds == 30

@@ -8,15 +8,17 @@ for every key the run issued.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from tests import leakscan
 from tests.builders import key
 from tests.kube import Kube
@@ -24,6 +26,7 @@ from tests.vaultview import MOUNT, PREFIX
 
 from pmkeys.config import VaultSettings, VerifierSettings
 from pmkeys.keys.material import display_prefix
+from pmkeys.verify import Verifier
 from pmkeys_dev.environment import LocalEnvironment
 from pmkeys_dev.processes import ServerProcess, free_port
 from pmkeys_dev.redis import RedisServer
@@ -196,3 +199,36 @@ def settings(env: LocalEnvironment, **overrides: object) -> VerifierSettings:
     }
     values.update(overrides)
     return VerifierSettings(**values)  # type: ignore[arg-type]
+
+
+def vault_reads() -> float:
+    return REGISTRY.get_sample_value("pmkeys_verifier_vault_request_duration_seconds_count") or 0.0
+
+
+@pytest.fixture
+async def make_verifier(env: LocalEnvironment) -> AsyncIterator[Callable[..., object]]:
+    started: list[Verifier] = []
+
+    async def make(**overrides: object) -> Verifier:
+        hasher = overrides.pop("hasher", None)
+        verifier = Verifier.from_settings(settings(env, **overrides))
+        if hasher is not None:
+            verifier.hasher.close()
+            verifier.hasher = hasher  # type: ignore[assignment]
+        await verifier.start()
+        started.append(verifier)
+        await wait_ready(verifier)
+        return verifier
+
+    yield make
+    for verifier in started:
+        await verifier.close()
+
+
+async def wait_ready(verifier: Verifier) -> None:
+    """What /readyz waits for: Vault answered and the watch has listed every object."""
+    for _ in range(200):
+        if verifier.ready:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"verifier not ready: {verifier.readiness()}")

@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import bcrypt
 import pytest
-from prometheus_client import REGISTRY
 from tests.kube import Kube
 from tests.vaultview import MOUNT, PREFIX, VaultView
-from tests.verifier.conftest import issue, random_key, settings, vault_settings
+from tests.verifier.conftest import issue, random_key, settings, vault_reads, vault_settings, wait_ready
 from tests.verifier.relay import TcpRelay
 
 from pmkeys.api.vocabulary import Scope, Tier
@@ -29,39 +28,6 @@ from pmkeys.verify.watching import ObjectFacts
 from pmkeys_dev.environment import LocalEnvironment
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator"), pytest.mark.asyncio(loop_scope="session")]
-
-
-def vault_reads() -> float:
-    return REGISTRY.get_sample_value("pmkeys_verifier_vault_request_duration_seconds_count") or 0.0
-
-
-@pytest.fixture
-async def make_verifier(env: LocalEnvironment) -> AsyncIterator[Callable[..., object]]:
-    started: list[Verifier] = []
-
-    async def make(**overrides: object) -> Verifier:
-        hasher = overrides.pop("hasher", None)
-        verifier = Verifier.from_settings(settings(env, **overrides))
-        if hasher is not None:
-            verifier.hasher.close()
-            verifier.hasher = hasher  # type: ignore[assignment]
-        await verifier.start()
-        started.append(verifier)
-        await wait_ready(verifier)
-        return verifier
-
-    yield make
-    for verifier in started:
-        await verifier.close()
-
-
-async def wait_ready(verifier: Verifier) -> None:
-    """What /readyz waits for: Vault answered and the watch has listed every object."""
-    for _ in range(200):
-        if verifier.ready:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"verifier not ready: {verifier.readiness()}")
 
 
 def write_record(vault: VaultView, kube: Kube, namespace: str, *, cost: int, owner: str) -> str:

@@ -3,8 +3,10 @@
 Entries are keyed by the key's digest under the newest pepper (the plaintext is never a cache
 key) and hold what a decision needs: owner, scopes, limit, deadline, and a refusal if the key is
 revoked. An entry is *fresh* for ``cache_ttl`` seconds after the Vault read behind it; then the
-hot path reads Vault again. The watch marks an object's entries for re-reading at once through
-the ``uid → digests`` index whenever the owning object changes.
+hot path reads Vault again — or, while the watch is live, answers and has the record re-read in
+the background (:mod:`pmkeys.verify.refreshing`). The watch marks an object's entries for
+re-reading at once (on the request path) through the ``uid → digests`` index whenever the owning
+object changes.
 
 Stale while unavailable: an entry is not forgotten when it stops being fresh. If the re-read
 fails because Vault cannot be reached, :mod:`pmkeys.verify.staleness` decides whether the old
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
     from pmkeys.verify.watching import ObjectFacts
 
 NEVER = 2**62
+#: ``Entry.expires`` of an entry the watch (or a re-read behind) says must be read again now.
+INVALIDATED = 0
 _US = 1_000_000
 
 
@@ -65,9 +69,14 @@ class Entry:
     verified_at: int = 0
     #: Set when the key must be refused whatever the request (revoked).
     denial: Outcome | None = None
+    #: The record was found under this entry's own digest, so it can be re-read without the key
+    #: (past its TTL it may answer while re-read behind, :mod:`~pmkeys.verify.refreshing`).
+    behind: bool = False
 
     @classmethod
-    def from_record(cls, record: KeyRecord, *, now: int, ttl_us: int, revoked: bool = False) -> Entry:
+    def from_record(
+        cls, record: KeyRecord, *, now: int, ttl_us: int, revoked: bool = False, behind: bool = False
+    ) -> Entry:
         scopes = tuple(s.value for s in record.scopes)
         denial = Outcome.REVOKED if revoked or record.state is KeyState.REVOKED else None
         return cls(
@@ -84,11 +93,12 @@ class Entry:
             expires=now + ttl_us,
             verified_at=now,
             denial=denial,
+            behind=behind,
         )
 
     def apply(self, facts: ObjectFacts | None, now: int) -> None:
         """Take in what a watch event says about this key's object (None: it was deleted)."""
-        self.expires = 0
+        self.expires = INVALIDATED
         if facts is None or facts.revoked:
             self.denial = Outcome.REVOKED
             return
@@ -113,11 +123,21 @@ def to_monotonic(when: dt.datetime | None, now: int) -> int:
 
 
 class KeyCache:
-    def __init__(self, *, ttl: float, negative_ttl: float, stale_for: float = 0.0, max_negative: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        negative_ttl: float,
+        stale_for: float = 0.0,
+        behind: bool = False,
+        max_negative: int = 100_000,
+    ) -> None:
         self.ttl_us = int(ttl * _US)
         self.negative_ttl_us = int(negative_ttl * _US)
         #: How long after its Vault read an entry is kept for answering while Vault is away.
         self.stale_us = int(stale_for * _US)
+        #: How long after its Vault read an entry may answer while re-read behind (0: never).
+        self.behind_us = self.stale_us if behind else 0
         self.max_negative = max_negative
         #: digest → Entry; read directly by the hot path.
         self.entries: dict[str, Entry] = {}
@@ -149,6 +169,16 @@ class KeyCache:
         for digest in digests:
             self.entries[digest].apply(facts, now)
         return len(digests)
+
+    @property
+    def trusted_seconds(self) -> float:
+        """How long after its Vault read an entry may answer while Vault and the watch work."""
+        return max(self.ttl_us, self.behind_us) / _US
+
+    def answers_behind(self, entry: Entry, now: int) -> bool:
+        """Whether ``entry``, past its TTL, may answer while its record is re-read behind the
+        request (if the watch is live too: the caller's to check)."""
+        return entry.behind and entry.expires != INVALIDATED and now - entry.verified_at <= self.behind_us
 
     def stale(self, digest: str, now: int) -> Entry | None:
         """The entry for ``digest`` if it is still within ``stale_for`` of its Vault read."""

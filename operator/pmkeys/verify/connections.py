@@ -59,7 +59,7 @@ class Redis:
         receipts = RedisReceipts(redis, prefix=settings.redis_prefix, health=health)
         handover = None
         if settings.handover:
-            handover = RedisHandover(redis, prefix=settings.redis_prefix, health=health, ttl=settings.cache_ttl)
+            handover = RedisHandover(redis, prefix=settings.redis_prefix, health=health, ttl=settings.trusted_seconds)
         return cls(redis, health, limiter, usage, receipts, handover)
 
     async def prepare(self) -> None:

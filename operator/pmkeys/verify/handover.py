@@ -3,11 +3,12 @@
 A replica that replaces another must know the records of every key in use before it serves
 them. Reading them from Vault is one read per key (KV v2 has no batch read): 10,000 keys took
 ~45 s on the 2-core machine while the old replica kept Vault busy, so "every key served again"
-waited that long. The records are already in the old replica's memory, read within the last
-cache TTL; what it lacks is a way to hand them over that Redis cannot abuse. So every replica,
-after each Vault read of a proven key, leaves the record *sealed* in Redis for one cache TTL,
-and a new replica opens the seals of the keys in use before it reports ready: one SCAN and a
-few MGETs instead of one Vault read per key.
+waited that long. The records are already in the old replica's memory; what it lacks is a way
+to hand them over that Redis cannot abuse. So every replica, after each Vault read of a proven
+key, leaves the record *sealed* in Redis for as long as it would answer from that read itself
+(its *trusted time*: one cache TTL, or ``stale_for`` while entries are re-read behind the
+request path, :mod:`~pmkeys.verify.refreshing`), and a new replica opens the seals of the keys
+in use before it reports ready: one SCAN and a few MGETs instead of one Vault read per key.
 
 The seal of the record cached under digest ``d`` (the key's HMAC under the newest pepper)::
 
@@ -28,7 +29,8 @@ each holder of Redis can do with it (docs/security.md, "Hand-over between replic
   fingerprint (spec and status, the watch's own, :class:`~pmkeys.verify.watching.ObjectFacts`)
   is still the one the sealer saw before its read. The operator writes status after every
   record it writes, so a changed record means a changed fingerprint; and a seal read back is
-  trusted only until ``read_at`` plus one cache TTL, exactly as long as the sealer trusted it.
+  trusted only until ``read_at`` plus the trusted time, exactly as long as the sealer trusted
+  it (and, past the TTL, under the same condition: a live watch).
 
 A seal stands for what the sealer knew: it is left only for a key it proved (bcrypt, a receipt,
 or its own earlier proof), so an opened seal is as good as a receipt for the record it holds.
@@ -79,7 +81,7 @@ class Sealed:
     record: KeyRecord
     #: The TenantApiKey's :attr:`~pmkeys.verify.watching.ObjectFacts.fingerprint` before the read.
     fingerprint: str
-    #: Wall-clock seconds of the read (the sealer's cache entry is fresh from then for one TTL).
+    #: Wall-clock seconds of the read (the sealer's cache entry ages from then).
     read_at: float
 
 
@@ -115,17 +117,19 @@ def unseal(root: bytes, digest: str, pepper_version: int, text: str) -> Sealed |
         return None
 
 
-def age_if_fresh(sealed: Sealed, ttl: float, *, now: float | None = None) -> float | None:
-    """Seconds since the sealer read the record, if the sealer would still trust it (< ``ttl``)."""
+def age_if_fresh(sealed: Sealed, trusted: float, *, now: float | None = None) -> float | None:
+    """Seconds since the sealer read the record, if the sealer would still answer from it
+    (< ``trusted`` seconds, its trusted time)."""
     age = (time.time() if now is None else now) - sealed.read_at
-    if age < -CLOCK_SKEW_SECONDS or age >= ttl:
+    if age < -CLOCK_SKEW_SECONDS or age >= trusted:
         return None
     return max(age, 0.0)
 
 
 class RedisHandover:
-    """Seals in Redis, one string key each (``<prefix>:seal:<digest>``), each expiring with the
-    cache entry it copies. :meth:`offer` keeps the newest seal per key; :meth:`flush` writes them."""
+    """Seals in Redis, one string key each (``<prefix>:seal:<digest>``), each expiring ``ttl``
+    (the trusted time) after the read it copies. :meth:`offer` keeps the newest seal per key;
+    :meth:`flush` writes them."""
 
     def __init__(self, client: Any, *, prefix: str, health: RedisHealth, ttl: float) -> None:
         self._redis = client

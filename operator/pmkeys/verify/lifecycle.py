@@ -5,7 +5,8 @@ Kept apart so the pipeline reads top to bottom without it: loading the peppers (
 background while Vault is not there), the TenantApiKey and TenantPlan watches, the preload of
 proven keys once both the pepper and the watch's first listing are in
 (:mod:`~pmkeys.verify.preloading`), the seals handed over to the next replica
-(:mod:`~pmkeys.verify.handover`), the usage flusher, housekeeping (expired cache entries and
+(:mod:`~pmkeys.verify.handover`), the re-reads of entries past their TTL behind the request path
+(:mod:`~pmkeys.verify.refreshing`), the usage flusher, housekeeping (expired cache entries and
 limiter state), and on the way out a last usage flush and closing every client.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable
@@ -24,7 +26,7 @@ from pmkeys.keys.hashing import Hasher
 from pmkeys.vault.errors import VaultError
 from pmkeys.vault.records import KeyRecord
 from pmkeys.vault.store import KeyStore
-from pmkeys.verify.cache import Entry, KeyCache
+from pmkeys.verify.cache import INVALIDATED, Entry, KeyCache
 from pmkeys.verify.connections import Kubernetes, Redis
 from pmkeys.verify.gcra import LocalLimiter
 from pmkeys.verify.handover import FLUSH_SECONDS, RedisHandover, Sealed, age_if_fresh
@@ -35,8 +37,9 @@ from pmkeys.verify.plans import PlanBook, PlanWatch
 from pmkeys.verify.possession import Possession
 from pmkeys.verify.preloading import Preload
 from pmkeys.verify.ratelimit import RedisHealth
+from pmkeys.verify.refreshing import Refresher
 from pmkeys.verify.staleness import VaultHealth
-from pmkeys.verify.usage import UsageFlusher
+from pmkeys.verify.usage import UsageCounter, UsageFlusher
 from pmkeys.verify.watching import ObjectFacts, ObjectWatch
 
 logger = logging.getLogger(__name__)
@@ -66,16 +69,17 @@ class Lifecycle:
         _limits: Limits
         _failures: LocalLimiter
         _ttl: float
+        _usage: UsageCounter
         vault: VaultHealth
         preload: Preload
         possession: Possession
-
-        @property
-        def stale_entries(self) -> int: ...
+        refresher: Refresher
 
         def _revoked(self, record: KeyRecord) -> bool: ...
 
-        def _remember(self, primary: str, record: KeyRecord, epoch: int, *, revoked: bool) -> Entry: ...
+        def _remember(
+            self, primary: str, record: KeyRecord, epoch: int, *, revoked: bool, behind: bool = False
+        ) -> Entry: ...
 
         def object_changed(self, uid: str, facts: ObjectFacts | None) -> None: ...
 
@@ -93,6 +97,7 @@ class Lifecycle:
             self.plan_watch = self._kubernetes.plan_watcher(self.plans)
             self.plan_watch.start()
         self._spawn(self._preload())
+        self._spawn(self.refresher.run(self._refresh))
         if self.handover is not None:
             self._spawn(self._handing_over(self.handover))
         if self.flusher is not None:
@@ -174,17 +179,18 @@ class Lifecycle:
 
     def _adopt(self, digest: str, sealed: Sealed) -> bool:
         """Cache a record another replica handed over, if it is still what that replica saw: its
-        object's fingerprint unchanged, and within one cache TTL of that replica's read (the
-        entry expires when that replica's did)."""
+        object's fingerprint unchanged, and no older than that replica would answer from (its
+        :attr:`~pmkeys.verify.cache.KeyCache.trusted_seconds`; the entry ages from that
+        replica's read, so it expires, and is re-read behind, when that replica's would)."""
         record = sealed.record
-        age = age_if_fresh(sealed, self._ttl)
+        age = age_if_fresh(sealed, self._cache.trusted_seconds)
         facts = self._objects.facts(record.uid)
         if age is None or facts is None or facts.fingerprint != sealed.fingerprint:
             return False
         if not self._listed(record.namespace):
             return False
-        entry = self._remember(digest, record, self._cache.epoch, revoked=self._revoked(record))
-        entry.expires -= int(age * 1_000_000)
+        entry = self._remember(digest, record, self._cache.epoch, revoked=self._revoked(record), behind=True)
+        entry.expires = max(INVALIDATED + 1, entry.expires - int(age * 1_000_000))
         entry.verified_at -= int(age * 1_000_000)
         if self._peppers.all and record.pepper_version == self._peppers.all[0].version:
             self.possession.handed_over(digest, record)
@@ -233,9 +239,60 @@ class Lifecycle:
     def _preloaded(self, record_digest: str, record: KeyRecord, epoch: int) -> None:
         """The preload read ``record`` and its receipt vouched for it."""
         revoked = self._revoked(record)
-        self._remember(record_digest, record, epoch, revoked=revoked)
+        self._remember(record_digest, record, epoch, revoked=revoked, behind=True)
         if not revoked:
             self._hand_over(record_digest, record, epoch)
+
+    def _answer_behind(self, digest: str, entry: Entry, now: int) -> bool:
+        """Whether ``entry``, past its TTL, answers this request while its record is re-read in
+        the background (:mod:`~pmkeys.verify.refreshing`); if so the re-read is asked for."""
+        if not self._cache.answers_behind(entry, now) or not self._watch_live():
+            return False
+        self.refresher.want(digest)
+        return True
+
+    async def _refresh(self, digest: str) -> None:
+        """Re-read the record of the entry under ``digest`` behind the request path. What the
+        read finds takes effect as on a miss; a record that is gone, under another pepper, or
+        whose hash this process never saw the key match sends the next request down the miss
+        path (with the key in hand, which a background read lacks)."""
+        entry, now, peppers = self._cache.entries.get(digest), time.monotonic_ns() // 1000, self._peppers.all
+        if entry is None or entry.expires > now or not self._cache.answers_behind(entry, now) or not peppers:
+            return  # gone, re-read meanwhile, or no longer to be answered from
+        if not self.vault.worth_asking():
+            return  # answers within stale_for as in any outage; asked for again on its next use
+        epoch = self._cache.epoch
+        try:
+            stored = await self.store.get_record(digest)
+        except VaultError:
+            self.vault.failed()
+            self.refresher.failed += 1
+            return
+        self.vault.answered()
+        record = stored[0] if stored is not None else None
+        if record is None or record.pepper_version != peppers[0].version or not self.possession.holds(digest, record):
+            entry.expires = INVALIDATED
+            self.refresher.dropped += 1
+            return
+        revoked = self._revoked(record)
+        self._remember(digest, record, epoch, revoked=revoked, behind=True)
+        self.refresher.refreshed += 1
+        if not revoked and record.usable_at(dt.datetime.now(dt.UTC)):
+            self._hand_over(digest, record, epoch)
+
+    @property
+    def pending_usage(self) -> int:
+        return len(self._usage)
+
+    @property
+    def cache_size(self) -> int:
+        return len(self._cache)
+
+    @property
+    def stale_entries(self) -> int:
+        """Entries past their TTL: answering from them now if Vault is down, or re-read behind
+        while the watch is live, else re-read on use."""
+        return self._cache.stale_count(time.monotonic_ns() // 1000)
 
     def _watch_live(self) -> bool:
         """Whether watch events are current (within one cache TTL of losing the watch)."""
@@ -279,4 +336,5 @@ class Lifecycle:
                 "handedOver": self.preload.handed_over,
                 "seconds": round(self.preload.seconds, 1),
             },
+            "refresh": {"backlog": self.refresher.backlog, "perSecond": self.refresher.per_second},
         }

@@ -56,6 +56,7 @@ from pmkeys.verify.decision import Outcome
 from pmkeys.verify.handover import RedisHandover
 from pmkeys.verify.preloading import Preload
 from pmkeys.verify.ratelimit import RedisHealth
+from pmkeys.verify.refreshing import Refresher
 from pmkeys.verify.staleness import VaultHealth
 from pmkeys.verify.usage import UsageFlusher
 from pmkeys.verify.watching import ObjectWatch
@@ -102,6 +103,7 @@ class Observed(Protocol):
     flusher: UsageFlusher | None
     vault: VaultHealth
     preload: Preload
+    refresher: Refresher
 
     @property
     def cache_size(self) -> int: ...
@@ -173,6 +175,16 @@ class VerifierCollector(Collector):
         yield _counter("stale_answers", "Answers from entries Vault could not confirm (outage).", vault.stale_answers)
         stale = self.verifier.stale_entries
         yield _gauge("stale_entries", "Entries past their TTL (what an outage answers from).", stale)
+        refresher = self.verifier.refresher
+        refreshes = CounterMetricFamily(
+            f"{PREFIX}_refreshes", "Records re-read behind the request path, by result.", labels=["result"]
+        )
+        refreshes.add_metric(["refreshed"], refresher.refreshed)
+        refreshes.add_metric(["dropped"], refresher.dropped)
+        refreshes.add_metric(["vault_failed"], refresher.failed)
+        refreshes.add_metric(["error"], refresher.errors)
+        yield refreshes
+        yield _gauge("refresh_backlog", "Entries past their TTL waiting to be re-read behind.", refresher.backlog)
 
     def _watch(self) -> Iterator[Metric]:
         watch = self.verifier.watch

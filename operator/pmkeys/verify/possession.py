@@ -128,7 +128,7 @@ class Possession:
 
         Raises :class:`~pmkeys.keys.hashing.HashingBusy` when bcrypt is needed and its pool is full.
         """
-        if self._checked.get(record_digest) == record.bcrypt:
+        if self.holds(record_digest, record):
             return True
         expected = receipt(receipt_key(pepper), record_digest, record) if self._receipts else ""
         if self._receipts is not None and await self._receipt_holds(record_digest, expected):
@@ -151,6 +151,11 @@ class Possession:
             return True
         self.receipts_refused += 1
         return False
+
+    def holds(self, record_digest: str, record: KeyRecord) -> bool:
+        """Whether this process has already seen a key proven for ``record`` (its very hash): what
+        a re-read without the key in hand may rely on (:mod:`~pmkeys.verify.refreshing`)."""
+        return self._checked.get(record_digest) == record.bcrypt
 
     def handed_over(self, record_digest: str, record: KeyRecord) -> None:
         """A seal (:mod:`~pmkeys.verify.handover`) holds ``record``: another verifier proved its

@@ -16,9 +16,11 @@ integer comparisons, the key's and the tenant's sliding-window checks and the
 (``bench/verify.py``). Everything slow happens at most once per key per cache TTL:
 
 * **Vault** is read on a miss, and concurrent misses for one key share one read
-  (single-flight). A failed read is not cached: a key verified before answers from its old
-  entry (stale while unavailable, bounded by ``stale_for`` and a live watch — see
-  :mod:`pmkeys.verify.staleness`); any other key gets 503 ``vault_unavailable``.
+  (single-flight). Past its TTL, while the watch is live, an entry answers and is re-read behind
+  the request at a bounded rate (:mod:`~pmkeys.verify.refreshing`). A failed read is not cached:
+  a key verified before answers from its old entry (stale while unavailable, bounded by
+  ``stale_for`` and a live watch, :mod:`pmkeys.verify.staleness`); any other key gets 503
+  ``vault_unavailable``.
 * **bcrypt** checks the key against its record once per key for the whole fleet
   (:mod:`~pmkeys.verify.possession`: the verifier that ran it leaves a receipt in Redis that
   other processes check instead; a new process reads the records of keys with receipts before it
@@ -91,6 +93,7 @@ from pmkeys.verify.plans import PlanBook, PlanWatch
 from pmkeys.verify.possession import Possession
 from pmkeys.verify.preloading import Preload
 from pmkeys.verify.ratelimit import RedisHealth
+from pmkeys.verify.refreshing import Refresher
 from pmkeys.verify.reporting import ErrorReports
 from pmkeys.verify.staleness import DEFAULT_STALE_FOR, VaultHealth
 from pmkeys.verify.usage import UsageCounter, UsageFlusher
@@ -131,12 +134,17 @@ class Verifier(Lifecycle, ErrorReports):
         kubernetes: Kubernetes | None = None,
         failures: FailureRecorder | None = None,
         preload: Preload | None = None,
+        refresher: Refresher | None = None,
     ) -> None:
         self.store = store
         self.failures, self._tally = failures, (failures.tally if failures else NO_TALLY)
         self.hasher = hasher or Hasher(cost=PRODUCTION_COST)
         self.stats = Stats()
-        self._cache = KeyCache(ttl=cache_ttl, negative_ttl=negative_ttl, stale_for=stale_for)
+        #: Entries past their TTL re-read in the background while the watch is live.
+        self.refresher = refresher or Refresher()
+        self._cache = KeyCache(
+            ttl=cache_ttl, negative_ttl=negative_ttl, stale_for=stale_for, behind=self.refresher.enabled
+        )
         self._ttl = cache_ttl
         self.vault = VaultHealth()
         self._entries = self._cache.entries
@@ -188,6 +196,7 @@ class Verifier(Lifecycle, ErrorReports):
             kubernetes=Kubernetes.from_settings(settings, api=kube),
             failures=FailureRecorder.from_settings(settings.audit),
             preload=preload,
+            refresher=Refresher(per_second=settings.refresh_per_second),
         )
 
     # -- the hot path --------------------------------------------------------------------------
@@ -215,7 +224,7 @@ class Verifier(Lifecycle, ErrorReports):
             return await self._without_pepper(key, scope, client, caller, now)
         primary = _hmac(pepper, key.encode(), "sha256").hex()
         entry = self._entries.get(primary)
-        if entry is None or entry.expires <= now:
+        if entry is None or (entry.expires <= now and not self._answer_behind(primary, entry, now)):
             found = await self._miss(key, primary, client, caller, now)
             if isinstance(found, Decision):
                 return found
@@ -300,7 +309,7 @@ class Verifier(Lifecycle, ErrorReports):
             logger.warning("key %s: digest matched but bcrypt did not; refusing it", record.key_id)
             self._cache.put_negative(primary, now)
             return Outcome.UNKNOWN
-        entry = self._remember(primary, record, epoch, revoked=revoked)
+        entry = self._remember(primary, record, epoch, revoked=revoked, behind=record_digest == primary)
         if usable:
             self._hand_over(primary, record, epoch)
         return entry
@@ -311,13 +320,13 @@ class Verifier(Lifecycle, ErrorReports):
             self._listed(record.namespace) and not self._objects.exists(record.uid)
         )
 
-    def _remember(self, primary: str, record: KeyRecord, epoch: int, *, revoked: bool) -> Entry:
+    def _remember(self, primary: str, record: KeyRecord, epoch: int, *, revoked: bool, behind: bool = False) -> Entry:
         """Cache ``record``'s entry under ``primary`` unless its object was invalidated since ``epoch``."""
         now = _monotonic_ns() // 1000
         watching = self._kubernetes is not None and self._kubernetes.watch
         unlisted = watching and not self._listed(record.namespace)
         ttl_us = int(UNLISTED_TTL * 1_000_000) if unlisted else self._cache.ttl_us
-        entry = Entry.from_record(record, now=now, ttl_us=ttl_us, revoked=revoked)
+        entry = Entry.from_record(record, now=now, ttl_us=ttl_us, revoked=revoked, behind=behind)
         if self._cache.unchanged_since(record.uid, epoch):
             self._cache.put(primary, entry)
         return entry
@@ -377,20 +386,6 @@ class Verifier(Lifecycle, ErrorReports):
         self.stats.invalidations += 1
         if facts is None and self.flusher is not None:
             self.flusher.ledgers.forget(uid)  # its usage leaves the ledgers with it
-
-    # -- usage -----------------------------------------------------------------------------------
-    @property
-    def pending_usage(self) -> int:
-        return len(self._usage)
-
-    @property
-    def cache_size(self) -> int:
-        return len(self._cache)
-
-    @property
-    def stale_entries(self) -> int:
-        """Entries past their TTL: answering from them now if Vault is down, else re-read on use."""
-        return self._cache.stale_count(_monotonic_ns() // 1000)
 
 
 def _scope_detail(scope: str, entry: Entry) -> str:
