@@ -249,6 +249,8 @@ class Lifecycle:
         if not self._cache.answers_behind(entry, now) or not self._watch_live():
             return False
         self.refresher.want(digest)
+        if self.vault.down:
+            self.vault.stale_answers += 1  # what Vault cannot confirm now, as the outage path counts
         return True
 
     async def _refresh(self, digest: str) -> None:
