@@ -282,6 +282,7 @@ async def replace_one(fleet: Fleet, old: Replica, name: str, *, handover: bool) 
         "handed_over": new.metric("pmkeys_verifier_preload_keys_total", 'result="handed_over"'),
         "preloaded": new.metric("pmkeys_verifier_preload_keys_total", 'result="loaded"'),
         "preload_s": new.metric("pmkeys_verifier_preload_seconds"),
+        "refreshed": new.metric("pmkeys_verifier_refreshes_total", 'result="refreshed"'),
     }
 
 
@@ -346,7 +347,7 @@ def report(result: dict[str, float], args: argparse.Namespace, per_check: float,
         f"{label}: {result['handed_over']:.0f} records handed over, {result['preloaded']:.0f} read from Vault by "
         f"the preload, in {result['preload_s']:.1f} s before it was ready; {result['vault_reads']:.0f} Vault "
         f"reads in all, {result['vault_mean_ms']:.0f} ms each on average; {result['misses']:.0f} cache misses on "
-        f"requests; its first answer for each key took {result['first_p50_ms']:.0f} ms (p50), "
+        f"requests, {result['refreshed']:.0f} re-reads behind them; its first answer for each key took {result['first_p50_ms']:.0f} ms (p50), "
         f"{result['first_p99_ms']:.0f} ms (p99) as the bench saw it",
         flush=True,
     )
@@ -358,7 +359,7 @@ def report(result: dict[str, float], args: argparse.Namespace, per_check: float,
         f"new_rss_mb={result['new_rss_mb']:.0f} handed_over={result['handed_over']:.0f} "
         f"preloaded={result['preloaded']:.0f} preload_s={result['preload_s']:.1f} "
         f"vault_reads={result['vault_reads']:.0f} vault_mean_ms={result['vault_mean_ms']:.0f} "
-        f"request_misses={result['misses']:.0f} old_exit_s={result['old_exit_s']:.1f} "
+        f"request_misses={result['misses']:.0f} refreshed_behind={result['refreshed']:.0f} old_exit_s={result['old_exit_s']:.1f} "
         f"first_answer_p50_ms={result['first_p50_ms']:.0f} first_answer_p99_ms={result['first_p99_ms']:.0f}"
     )
 
