@@ -77,12 +77,15 @@ async def test_a_scope_narrowed_on_the_object_is_not_answered_behind(
     verifier: Verifier = await make_verifier(cache_ttl=TTL)  # type: ignore[misc]
     assert (await verifier.verify(plaintext, "manage_contacts")).allowed
     await asyncio.sleep(TTL + 0.1)  # past its TTL: it would answer behind if nothing changed
-    events = verifier.watch.events if verifier.watch else 0
-    kube.patch_key(tenant, "narrow-behind", {"spec": {"scopes": ["send_email"]}})
-    kube.wait_status(tenant, "narrow-behind", lambda s: s.get("scopes") == ["send_email"], what="narrowed")
-    await until(lambda: verifier.watch is not None and verifier.watch.events > events, timeout=5, what="the event")
+    seen, misses = verifier.stats.invalidations, verifier.stats.cache_misses
+    generation = kube.patch_key(tenant, "narrow-behind", {"spec": {"scopes": ["send_email"]}})["metadata"]["generation"]
+    kube.wait_status(
+        tenant, "narrow-behind", lambda s: s.get("observedGeneration") == generation, what="the operator narrowed it"
+    )
+    await until(lambda: verifier.stats.invalidations > seen, timeout=5, what="the watch event applied")
     decision = await verifier.verify(plaintext, "manage_contacts")
     assert decision.reason is Outcome.SCOPE_MISSING, "the watch event sent the entry to the miss path"
+    assert verifier.stats.cache_misses == misses + 1, "read on the request, not answered behind"
 
 
 async def test_without_a_live_watch_an_entry_past_its_ttl_waits_for_vault(
