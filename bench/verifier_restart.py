@@ -80,6 +80,8 @@ class Replica:
     port: int
     pool: Pool
     ready: bool = True
+    #: Its start-up, as /readyz told when it first answered 200: phase → seconds of process age.
+    startup: dict[str, float] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -142,8 +144,9 @@ def start_verifier(
 async def wait_ready(replica: Replica, http: httpx.AsyncClient) -> None:
     while True:
         try:
-            if (await http.get(f"{replica.url}/readyz", timeout=2)).status_code == 200:
-                replica.ready = True
+            answer = await http.get(f"{replica.url}/readyz", timeout=2)
+            if answer.status_code == 200:
+                replica.ready, replica.startup = True, answer.json().get("startup") or {}
                 return
         except httpx.HTTPError:
             pass
@@ -252,7 +255,10 @@ async def replace_one(fleet: Fleet, old: Replica, name: str, *, handover: bool) 
     ready_s = time.perf_counter() - started
     fleet.replicas.append(new)
     stopping = asyncio.ensure_future(terminate(old, endpoint_lag=args.endpoint_lag))
-    print(f"{name} ready after {ready_s:.1f}s; {old.name} got SIGTERM; sending every key to {name}", flush=True)
+    phases = ", ".join(f"{phase} {at:.1f}s" for phase, at in sorted(new.startup.items(), key=lambda item: item[1]))
+    print(
+        f"{name} ready after {ready_s:.1f}s ({phases}); {old.name} got SIGTERM; sending every key to {name}", flush=True
+    )
     await sweep(new, fleet.keys, args.concurrency, first)
     all_served = time.perf_counter() - started
     stop.set()
@@ -283,6 +289,7 @@ async def replace_one(fleet: Fleet, old: Replica, name: str, *, handover: bool) 
         "preloaded": new.metric("pmkeys_verifier_preload_keys_total", 'result="loaded"'),
         "preload_s": new.metric("pmkeys_verifier_preload_seconds"),
         "refreshed": new.metric("pmkeys_verifier_refreshes_total", 'result="refreshed"'),
+        **{f"startup_{phase}_s": at for phase, at in new.startup.items()},
     }
 
 
@@ -347,7 +354,8 @@ def report(result: dict[str, float], args: argparse.Namespace, per_check: float,
         f"{label}: {result['handed_over']:.0f} records handed over, {result['preloaded']:.0f} read from Vault by "
         f"the preload, in {result['preload_s']:.1f} s before it was ready; {result['vault_reads']:.0f} Vault "
         f"reads in all, {result['vault_mean_ms']:.0f} ms each on average; {result['misses']:.0f} cache misses on "
-        f"requests, {result['refreshed']:.0f} re-reads behind them; its first answer for each key took {result['first_p50_ms']:.0f} ms (p50), "
+        f"requests, {result['refreshed']:.0f} re-reads behind them; its first answer for each key took "
+        f"{result['first_p50_ms']:.0f} ms (p50), "
         f"{result['first_p99_ms']:.0f} ms (p99) as the bench saw it",
         flush=True,
     )
@@ -359,8 +367,10 @@ def report(result: dict[str, float], args: argparse.Namespace, per_check: float,
         f"new_rss_mb={result['new_rss_mb']:.0f} handed_over={result['handed_over']:.0f} "
         f"preloaded={result['preloaded']:.0f} preload_s={result['preload_s']:.1f} "
         f"vault_reads={result['vault_reads']:.0f} vault_mean_ms={result['vault_mean_ms']:.0f} "
-        f"request_misses={result['misses']:.0f} refreshed_behind={result['refreshed']:.0f} old_exit_s={result['old_exit_s']:.1f} "
-        f"first_answer_p50_ms={result['first_p50_ms']:.0f} first_answer_p99_ms={result['first_p99_ms']:.0f}"
+        f"request_misses={result['misses']:.0f} refreshed_behind={result['refreshed']:.0f} "
+        f"old_exit_s={result['old_exit_s']:.1f} "
+        f"first_answer_p50_ms={result['first_p50_ms']:.0f} first_answer_p99_ms={result['first_p99_ms']:.0f} "
+        + " ".join(f"{name}={value:.2f}" for name, value in result.items() if name.startswith("startup_"))
     )
 
 
