@@ -17,7 +17,7 @@ import yaml
 from pmkeys.api import vocabulary as v
 from pmkeys_dev import binaries, bootstrap, chart
 from pmkeys_dev.environment import LocalEnvironment
-from tests.kube import Kube
+from tests.kube import Kube, plan_quota_counted, wait_for
 
 
 def plan(namespace: str, **spec: Any) -> dict[str, Any]:
@@ -28,6 +28,19 @@ def plan(namespace: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": v.PLAN_NAME, "namespace": namespace},
         "spec": {"tier": "starter", **spec},
     }
+
+
+def set_plan(kube: Kube, namespace: str, **spec: Any) -> dict[str, Any]:
+    """Apply a plan and wait until the API server counts keys against its quota (until the
+    quota controller has counted once, creating a key answers "status unknown for quota");
+    the plan as stored."""
+    result = kube.apply(plan(namespace, **spec))
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: plan_quota_counted(kube, namespace), timeout=60, what="the plan's key quota, counted")
+    body: dict[str, Any] = kube.custom.get_namespaced_custom_object(
+        v.GROUP, v.VERSION, namespace, v.PLAN_PLURAL, v.PLAN_NAME
+    )
+    return body
 
 
 @dataclass

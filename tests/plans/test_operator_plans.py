@@ -15,19 +15,11 @@ from pmkeys.reconcile.plans import QUOTA_NAME
 from pmkeys.vault.records import KeyRecord
 from pmkeys_dev.processes import ServerProcess
 from tests.builders import key
-from tests.kube import Kube, plan_quota_counted, wait_for
-from tests.plans.conftest import TenantAdmin, plan
+from tests.kube import Kube, wait_for
+from tests.plans.conftest import TenantAdmin, set_plan
 from tests.vaultview import VaultView
 
 pytestmark = pytest.mark.integration
-
-
-def set_plan(kube: Kube, namespace: str, **spec: Any) -> None:
-    """Apply a plan and wait until the API server counts keys against its quota (until the
-    quota controller has counted once, creating a key answers "status unknown for quota")."""
-    result = kube.apply(plan(namespace, **spec))
-    assert result.returncode == 0, result.stderr
-    wait_for(lambda: plan_quota_counted(kube, namespace), timeout=60, what="the plan's quota, counted")
 
 
 def record(vault: VaultView, kube: Kube, namespace: str, name: str) -> KeyRecord:

@@ -23,21 +23,14 @@ from pmkeys.verify.plans import PlanBook
 from pmkeys.verify.tenant_use import TenantUseStatus
 from pmkeys.verify.windows import WindowLimiter
 from pmkeys_dev.redis import RedisServer
-from tests.kube import Kube, plan_quota_counted, wait_for
-from tests.plans.conftest import TenantAdmin, plan, tenant_admin
+from tests.kube import Kube, wait_for
+from tests.plans.conftest import TenantAdmin, set_plan, tenant_admin
 from tests.plans.test_front_ends import kubectl_pmkeys
 from tests.ui.conftest import TenantUser, admin, make_user, ui_rbac, ui_server
 from tests.verifier.conftest import Verifiers, issue, redis_server, verifiers
 
 pytestmark = pytest.mark.integration
 __all__ = ["admin", "make_user", "redis_server", "tenant_admin", "ui_rbac", "ui_server", "verifiers"]  # fixtures
-
-
-def set_plan(kube: Kube, namespace: str, **spec: Any) -> dict[str, Any]:
-    result = kube.apply(plan(namespace, **spec))
-    assert result.returncode == 0, result.stderr
-    wait_for(lambda: plan_quota_counted(kube, namespace), what="the plan's key quota counted")
-    return plan_body(kube, namespace)
 
 
 def plan_body(kube: Kube, namespace: str) -> dict[str, Any]:

@@ -7,7 +7,6 @@ side: another tenant's plan, writing one's own plan or its current use."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
@@ -17,19 +16,13 @@ from pmkeys.api import admission
 from pmkeys.api import vocabulary as v
 from pmkeys.api.plan import NO_PLAN
 from tests.builders import key
-from tests.kube import Kube, plan_quota_counted, wait_for
-from tests.plans.conftest import TenantAdmin, plan, tenant_admin
+from tests.kube import Kube, wait_for
+from tests.plans.conftest import TenantAdmin, set_plan, tenant_admin
 from tests.plans.test_front_ends import kubectl_pmkeys
 from tests.ui.conftest import TenantUser, UiServer, admin, make_user, ui_rbac, ui_server, wait_issued
 
 pytestmark = pytest.mark.integration
 __all__ = ["admin", "make_user", "tenant_admin", "ui_rbac", "ui_server"]  # fixtures
-
-
-def set_plan(kube: Kube, namespace: str, **spec: Any) -> None:
-    result = kube.apply(plan(namespace, **spec))
-    assert result.returncode == 0, result.stderr
-    wait_for(lambda: plan_quota_counted(kube, namespace), what="the plan's key quota counted")
 
 
 def plan_of(user: TenantUser, namespace: str | None = None) -> httpx.Response:

@@ -6,7 +6,6 @@ anybody's counters and without re-issuing a key."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import httpx
 import pytest
@@ -14,16 +13,11 @@ import pytest
 from pmkeys.api import vocabulary as v
 from pmkeys_dev.redis import RedisServer
 from tests.kube import Kube
-from tests.plans.conftest import plan
+from tests.plans.conftest import set_plan
 from tests.verifier.conftest import VerifierProcess, Verifiers, issue, redis_server, verifiers
 
 pytestmark = pytest.mark.integration
 __all__ = ["redis_server", "verifiers"]  # fixtures
-
-
-def set_plan(kube: Kube, namespace: str, **spec: Any) -> None:
-    result = kube.apply(plan(namespace, **spec))
-    assert result.returncode == 0, result.stderr
 
 
 def tenant_policy(response: httpx.Response) -> str:
