@@ -39,6 +39,7 @@ from pmkeys.verify.preloading import Preload
 from pmkeys.verify.ratelimit import RedisHealth
 from pmkeys.verify.refreshing import Refresher
 from pmkeys.verify.staleness import VaultHealth
+from pmkeys.verify.startup import StartupClock
 from pmkeys.verify.usage import UsageCounter, UsageFlusher
 from pmkeys.verify.watching import ObjectFacts, ObjectWatch
 
@@ -74,6 +75,7 @@ class Lifecycle:
         preload: Preload
         possession: Possession
         refresher: Refresher
+        startup: StartupClock
 
         def _revoked(self, record: KeyRecord) -> bool: ...
 
@@ -107,6 +109,7 @@ class Lifecycle:
             self._spawn(self.failures.run())
         self._spawn(self._housekeeping())
         self._spawn(self._probe_vault())
+        self._spawn(self.startup.follow(self.readiness, lambda: dict.fromkeys(self.preload.reached, True)))
 
     async def close(self) -> None:
         """Stop background work and flush pending usage once more."""
@@ -339,4 +342,5 @@ class Lifecycle:
                 "seconds": round(self.preload.seconds, 1),
             },
             "refresh": {"backlog": self.refresher.backlog, "perSecond": self.refresher.per_second},
+            "startup": self.startup.phases,
         }

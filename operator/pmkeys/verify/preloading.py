@@ -90,6 +90,8 @@ class Preload:
         #: Records opened from seals (no Vault read), and seals refused (not openable, or stale).
         self.handed_over = 0
         self.seals_refused = 0
+        #: Steps done so far: "seals" (opened, or none to open), "receipts" (listed).
+        self.reached: set[str] = set()
         self._started: float | None = None
         self._ended: float | None = None
 
@@ -132,7 +134,9 @@ class Preload:
         try:
             assert self._receipts is not None
             taken = await self._open_seals(handover, peppers, adopt) if handover and adopt else set()
+            self.reached.add("seals")
             listed = await self._receipts.listing()
+            self.reached.add("receipts")
             self.candidates = len(listed.keys() | taken)
             listed = {digest: found for digest, found in listed.items() if digest not in taken}
             loading = _Loading(self, store, peppers, possession, cache, remember, listed)

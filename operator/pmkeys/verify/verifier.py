@@ -96,6 +96,7 @@ from pmkeys.verify.ratelimit import RedisHealth
 from pmkeys.verify.refreshing import Refresher
 from pmkeys.verify.reporting import ErrorReports
 from pmkeys.verify.staleness import DEFAULT_STALE_FOR, VaultHealth
+from pmkeys.verify.startup import StartupClock
 from pmkeys.verify.usage import UsageCounter, UsageFlusher
 from pmkeys.verify.watching import ObjectFacts, ObjectWatch
 from pmkeys.verify.windows import WindowLimiter
@@ -137,6 +138,7 @@ class Verifier(Lifecycle, ErrorReports):
         refresher: Refresher | None = None,
     ) -> None:
         self.store = store
+        self.startup = StartupClock()
         self.failures, self._tally = failures, (failures.tally if failures else NO_TALLY)
         self.hasher = hasher or Hasher(cost=PRODUCTION_COST)
         self.stats = Stats()
