@@ -17,12 +17,18 @@ Figures:
 * ``all_served_s``: from C's start until C has answered 2xx for every key (bar: < 10 s);
   ``ready_s`` of that is C's start-up (B gets SIGTERM when C is ready, as in a rolling update
   with ``maxUnavailable: 0``: until then B serves every key), ``served_after_ready_s`` the rest,
-  from C's first request on;
+  from C's first request on; ``cached_at_ready``: the keys C had cached (handed over or read
+  by the preload) when it first reported ready, each then a cache hit; ``sweep_per_s``: the
+  rate of the sweep (bounded by what the machine's cores do beside the other replica, the
+  traffic and this client), which ``served_after_ready_s`` is ``N`` divided by;
 * ``non2xx`` / ``requests`` during the replacement, on both replicas (bar: < 0.1%);
 * ``new_bcrypt``: bcrypt calls in C (bar: 0 for keys already proven), and the bcrypt CPU that
   cost (calls times the measured time of one check at ``--cost``), against what C would have spent
   without receipts (N checks);
-* C's RSS with N keys cached, and C's CPU seconds during the replacement.
+* C's RSS with N keys cached, and C's CPU seconds during the replacement;
+* ``startup_<phase>_s``: when each of C's readiness checks first held, in seconds since its
+  process started (``/readyz``'s ``startup``: ``started`` after the imports, ``vault``, ``watch``,
+  ``plans``, ``fetched``, ``seals``, ``preload``, ``ready``).
 
 The hand-over (pmkeys.verify.handover): C opens the records A and B sealed in Redis instead of
 reading them from Vault. To show what that changes in the same run, C is then replaced the same
@@ -82,6 +88,8 @@ class Replica:
     ready: bool = True
     #: Its start-up, as /readyz told when it first answered 200: phase → seconds of process age.
     startup: dict[str, float] = field(default_factory=dict)
+    #: Keys cached (handed over or preloaded) when /readyz first answered 200.
+    cached_at_ready: int = 0
 
     @property
     def url(self) -> str:
@@ -146,7 +154,9 @@ async def wait_ready(replica: Replica, http: httpx.AsyncClient) -> None:
         try:
             answer = await http.get(f"{replica.url}/readyz", timeout=2)
             if answer.status_code == 200:
-                replica.ready, replica.startup = True, answer.json().get("startup") or {}
+                body = answer.json()
+                replica.startup, replica.cached_at_ready = body.get("startup") or {}, body["preload"]["loaded"]
+                replica.ready = True
                 return
         except httpx.HTTPError:
             pass
@@ -271,6 +281,8 @@ async def replace_one(fleet: Fleet, old: Replica, name: str, *, handover: bool) 
         "ready_s": ready_s,
         "all_served_s": all_served,
         "served_after_ready_s": all_served - ready_s,
+        "cached_at_ready": new.cached_at_ready,
+        "sweep_per_s": len(fleet.keys) / max(0.001, all_served - ready_s),
         "requests": during.requests + first.requests,
         "non2xx": during.non2xx + first.non2xx,
         "statuses": json.dumps(  # type: ignore[dict-item]
@@ -337,9 +349,10 @@ def report(result: dict[str, float], args: argparse.Namespace, per_check: float,
     """Prints what one replacement showed; returns its key=value figures."""
     pct = 100 * result["non2xx"] / max(1, result["requests"])
     print(
-        f"{label}: new replica ready {result['ready_s']:.1f}s after its start, every key served by it "
-        f"{result['all_served_s']:.1f}s after it (bar < 10 s), {result['served_after_ready_s']:.1f}s after "
-        f"it took traffic; {result['non2xx']:.0f} of "
+        f"{label}: new replica ready {result['ready_s']:.1f}s after its start with {result['cached_at_ready']:.0f} "
+        f"of {args.keys} keys cached, every key served by it {result['all_served_s']:.1f}s after it (bar < 10 s), "
+        f"{result['served_after_ready_s']:.1f}s after it took traffic (the sweep: {result['sweep_per_s']:.0f} "
+        f"keys/s); {result['non2xx']:.0f} of "
         f"{result['requests']:.0f} answers not 2xx ({pct:.3f}%, bar < 0.1%) {result['statuses']}",
         flush=True,
     )
@@ -361,7 +374,8 @@ def report(result: dict[str, float], args: argparse.Namespace, per_check: float,
     )
     return (
         f"ready_s={result['ready_s']:.1f} all_served_s={result['all_served_s']:.1f} "
-        f"served_after_ready_s={result['served_after_ready_s']:.1f} non2xx={result['non2xx']:.0f} "
+        f"served_after_ready_s={result['served_after_ready_s']:.1f} cached_at_ready={result['cached_at_ready']:.0f} "
+        f"sweep_per_s={result['sweep_per_s']:.0f} non2xx={result['non2xx']:.0f} "
         f"requests={result['requests']:.0f} non2xx_pct={pct:.3f} new_bcrypt={result['new_bcrypt']:.0f} "
         f"new_bcrypt_cpu_s={result['new_bcrypt'] * per_check:.1f} new_cpu_s={result['new_cpu_s']:.1f} "
         f"new_rss_mb={result['new_rss_mb']:.0f} handed_over={result['handed_over']:.0f} "

@@ -87,18 +87,22 @@ class Lifecycle:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load the peppers (retrying in the background if Vault is not there yet), start the
-        watch, the usage flusher and housekeeping."""
+        """Start the watches and the preload, load the peppers (retrying in the background if
+        Vault is not there yet), start the usage flusher and housekeeping."""
+        self._spawn(self.startup.follow(self.readiness))
         if self._redis is not None:
             await self._redis.prepare()
-        if not await self._peppers.load():
-            self._spawn(self._peppers.load_until_done())
+        # The watches list first, in their threads: a listing of 10,000 objects takes seconds,
+        # and so can a Vault login; neither needs the other, nor does fetching the preload's
+        # seals and receipts from Redis.
         if self._kubernetes is not None and self._kubernetes.watch:
             self.watch = self._kubernetes.watcher(self.object_changed)
             self.watch.start()
             self.plan_watch = self._kubernetes.plan_watcher(self.plans)
             self.plan_watch.start()
         self._spawn(self._preload())
+        if not await self._peppers.load():
+            self._spawn(self._peppers.load_until_done())
         self._spawn(self.refresher.run(self._refresh))
         if self.handover is not None:
             self._spawn(self._handing_over(self.handover))
@@ -109,7 +113,6 @@ class Lifecycle:
             self._spawn(self.failures.run())
         self._spawn(self._housekeeping())
         self._spawn(self._probe_vault())
-        self._spawn(self.startup.follow(self.readiness, lambda: dict.fromkeys(self.preload.reached, True)))
 
     async def close(self) -> None:
         """Stop background work and flush pending usage once more."""
@@ -222,12 +225,11 @@ class Lifecycle:
         return not watched or namespace in watched
 
     async def _preload(self) -> None:
-        """Once the pepper is read and the watch has listed (a preloaded entry must know what
-        the watch knows), read the records of proven keys into the cache."""
+        """Read the records of proven keys into the cache: from Redis while the watch lists,
+        cached once the pepper is read and the watch has listed (a preloaded entry must know
+        what the watch knows)."""
         if self.preload.finished:
             return  # off: no Redis, or PMKEYS_PRELOAD_SECONDS=0
-        while not self._peppers.answered or (self.watch is not None and not self.watch.listed):
-            await asyncio.sleep(0.05)
         await self.preload.run(
             store=self.store,
             peppers=self._peppers,
@@ -235,6 +237,7 @@ class Lifecycle:
             cache=self._cache,
             remember=self._preloaded,
             vault=self.vault,
+            cacheable=lambda: self._peppers.answered and (self.watch is None or self.watch.listed),
             handover=self.handover,
             adopt=self._adopt,
         )
@@ -316,6 +319,8 @@ class Lifecycle:
             checks["watch"] = self.watch is not None and self.watch.listed
             checks["plans"] = self.plan_watch is not None and self.plan_watch.listed
             checks["fresh"] = not self.vault.down or self._watch_live()
+        if not self.startup.done:
+            self.startup.look(checks, extra=dict.fromkeys(self.preload.reached, True))
         return checks
 
     @property

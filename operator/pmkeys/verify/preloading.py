@@ -3,6 +3,9 @@
 First it opens what the replicas before it handed over (:mod:`~pmkeys.verify.handover`: the
 records they read from Vault within the last cache TTL, sealed in Redis) — the keys in use, with
 no Vault read at all. Then it reads from Vault the records of the other keys with receipts.
+The seals and the receipts are fetched from Redis, and the seals opened, while the watch lists
+and the pepper is read (seconds each with 10,000 keys, and independent); what they hold is
+cached once both are in.
 
 Receipts (:mod:`~pmkeys.verify.possession`) spare a new replica the bcrypt of every key another
 replica proved, but not the Vault read behind each key's first use: a replica that joined a
@@ -90,7 +93,7 @@ class Preload:
         #: Records opened from seals (no Vault read), and seals refused (not openable, or stale).
         self.handed_over = 0
         self.seals_refused = 0
-        #: Steps done so far: "seals" (opened, or none to open), "receipts" (listed).
+        #: Steps done so far: "fetched" (seals and receipts read from Redis), "seals" (cached).
         self.reached: set[str] = set()
         self._started: float | None = None
         self._ended: float | None = None
@@ -123,20 +126,29 @@ class Preload:
         cache: KeyCache,
         remember: Remember,
         vault: VaultHealth,
+        cacheable: Callable[[], bool],
         handover: RedisHandover | None = None,
         adopt: Adopt | None = None,
     ) -> None:
-        """Open the seals, then read and remember every other record a receipt names (see the
-        module docstring)."""
+        """Fetch the seals and the receipts from Redis and open the seals while the watch lists
+        and the pepper is read; once ``cacheable()`` (both are in), cache what the seals hold,
+        then read and remember every other record a receipt names (see the module docstring)."""
         if self.state != "waiting":
             return
+        assert self._receipts is not None
+        texts, listed = await asyncio.gather(
+            handover.listing() if handover and adopt else _nothing(), self._receipts.listing()
+        )
+        self.reached.add("fetched")
+        while not peppers.answered:
+            await asyncio.sleep(0.05)
+        opened = await self._unseal_all(texts, peppers) if adopt else {}
+        while not cacheable():
+            await asyncio.sleep(0.05)
         self.state, self._started = "running", time.monotonic()
         try:
-            assert self._receipts is not None
-            taken = await self._open_seals(handover, peppers, adopt) if handover and adopt else set()
+            taken = await self._adopt_all(opened, adopt) if adopt else set()
             self.reached.add("seals")
-            listed = await self._receipts.listing()
-            self.reached.add("receipts")
             self.candidates = len(listed.keys() | taken)
             listed = {digest: found for digest, found in listed.items() if digest not in taken}
             loading = _Loading(self, store, peppers, possession, cache, remember, listed)
@@ -161,23 +173,41 @@ class Preload:
             self.refused,
         )
 
-    async def _open_seals(self, handover: RedisHandover, peppers: Peppers, adopt: Adopt) -> set[str]:
-        """Cache what the seals in Redis hold and still vouch for; the digests it cached."""
+    async def _unseal_all(self, texts: dict[str, str], peppers: Peppers) -> dict[str, Sealed]:
+        """What the seals hold, by digest, for those that open under the newest pepper (the
+        others are counted as refused)."""
         if not peppers.all:
-            return set()
+            self.seals_refused += len(texts)
+            return {}
         pepper = peppers.all[0]
         root = seal_key(pepper.secret)
-        taken: set[str] = set()
-        for count, (digest, text) in enumerate((await handover.listing()).items(), start=1):
+        opened: dict[str, Sealed] = {}
+        for count, (digest, text) in enumerate(texts.items(), start=1):
             sealed = unseal(root, digest, pepper.version, text)
-            if sealed is not None and adopt(digest, sealed):
+            if sealed is not None:
+                opened[digest] = sealed
+            else:
+                self.seals_refused += 1
+            if count % 500 == 0:
+                await asyncio.sleep(0)  # let requests and the watch's events in between
+        return opened
+
+    async def _adopt_all(self, opened: dict[str, Sealed], adopt: Adopt) -> set[str]:
+        """Cache what the opened seals hold and still vouch for; the digests it cached."""
+        taken: set[str] = set()
+        for count, (digest, sealed) in enumerate(opened.items(), start=1):
+            if adopt(digest, sealed):
                 taken.add(digest)
             else:
                 self.seals_refused += 1
             if count % 500 == 0:
-                await asyncio.sleep(0)  # let the watch's events in between
+                await asyncio.sleep(0)
         self.handed_over = len(taken)
         return taken
+
+
+async def _nothing() -> dict[str, str]:
+    return {}
 
 
 class _Loading:

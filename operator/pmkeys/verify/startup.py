@@ -67,8 +67,9 @@ class StartupClock:
     def describe(self) -> str:
         return ", ".join(f"{name} {at:.2f} s" for name, at in sorted(self.phases.items(), key=lambda item: item[1]))
 
-    async def follow(self, checks: Callable[[], dict[str, bool]], extra: Callable[[], dict[str, bool]]) -> None:
-        """Look at the checks every :data:`TICK_SECONDS` until all have held once."""
+    async def follow(self, readiness: Callable[[], object]) -> None:
+        """Call ``readiness`` (which looks at the checks) every :data:`TICK_SECONDS` until all
+        have held once: the phases are noted even while nobody asks ``/readyz``."""
         while not self.done:
-            self.look(checks(), extra=extra())
+            readiness()
             await asyncio.sleep(TICK_SECONDS)
