@@ -4,7 +4,11 @@ Starts a local environment, Redis, N keys (bench/keyfarm.py: TenantApiKey object
 records whose bcrypt hashes are at ``--cost``, 12 by default as in production) and two verifier
 replicas A and B sharing Redis. Every key is used once through A (A proves it with bcrypt and
 leaves a receipt) and once through B. Then traffic runs on all keys (``--workers`` clients,
-cycling over every key, to the ready replicas in turn — what a Service does), and B is replaced:
+cycling over every key, to the ready replicas in turn — what a Service does): first for
+``--steady-seconds`` as fast as A and B answer (their capacity here, ``capacity_per_s``), then,
+during the replacements, at ``--load`` (0.5) of that — a fleet that has headroom, as one sized
+or autoscaled for its traffic has; ``--load 1`` keeps it as fast as they answer, so the new
+replica starts on cores the others keep fully busy. B is replaced:
 a new replica C starts, traffic goes to C as soon as its /readyz answers 200, and B gets SIGTERM
 — and, as in a cluster, B stays in the rotation for ``--endpoint-lag`` seconds more (the time
 endpoints, kube-proxy and gateways take to notice: they are told at the same moment as the pod),
@@ -194,20 +198,30 @@ async def background(
     workers: int,
     tally: Tally,
     stop: asyncio.Event,
+    *,
+    rate: float = 0,
 ) -> None:
     """Traffic on every key in turn, to the ready replicas in turn, from ``workers`` clients that
-    each send their next request when the last is answered (as fast as the machine allows)."""
+    each send their next request when the last is answered — as fast as the machine allows, or,
+    with ``rate``, paced to that many requests per second in all (a client that falls behind
+    its pace sends at once: the rate is kept unless the fleet cannot answer it)."""
     sent = 0
+    began = time.perf_counter()
 
-    async def worker() -> None:
+    async def worker(index: int) -> None:
         nonlocal sent
+        due = began + index / rate if rate else 0.0
         while not stop.is_set():
+            if rate:
+                if (delay := due - time.perf_counter()) > 0:
+                    await asyncio.sleep(delay)
+                due += workers / rate
             ready = [r for r in replicas if r.ready]
             key, replica = keys[sent % len(keys)], ready[sent % len(ready)]
             sent += 1
             tally.count(await verify(replica, key))
 
-    await asyncio.gather(*(worker() for _ in range(workers)))
+    await asyncio.gather(*(worker(i) for i in range(workers)))
 
 
 async def terminate(replica: Replica, *, endpoint_lag: float) -> float:
@@ -239,13 +253,17 @@ class Fleet:
     args: argparse.Namespace
     control: httpx.AsyncClient
     replicas: list[Replica]
+    #: Requests per second of the traffic during a replacement (0: as fast as the machine allows).
+    rate: float = 0
+    #: What the two replicas answered per second, as fast as they could, before the replacements.
+    capacity: float = 0
 
 
 async def replace_one(fleet: Fleet, old: Replica, name: str, *, handover: bool) -> tuple[Replica, dict[str, float]]:
     """Replace ``old`` by a new replica ``name`` under traffic on every key; its figures."""
     args = fleet.args
     stop, during, first = asyncio.Event(), Tally(), Tally()  # first: the new replica's first answer per key
-    traffic = asyncio.ensure_future(background(fleet.replicas, fleet.keys, args.workers, during, stop))
+    traffic = asyncio.ensure_future(background(fleet.replicas, fleet.keys, args.workers, during, stop, rate=fleet.rate))
     # A rolling update with maxUnavailable 0 (two replicas): the new pod first; once it is
     # ready the old one gets SIGTERM and, at the same moment, starts leaving the endpoints,
     # which traffic notices only after the endpoint lag.
@@ -278,6 +296,8 @@ async def replace_one(fleet: Fleet, old: Replica, name: str, *, handover: bool) 
     vault_reads = new.metric("pmkeys_verifier_vault_request_duration_seconds_count")
     vault_seconds = new.metric("pmkeys_verifier_vault_request_duration_seconds_sum")
     return new, {
+        "capacity_per_s": fleet.capacity,
+        "traffic_per_s": during.requests / all_served,
         "ready_s": ready_s,
         "all_served_s": all_served,
         "served_after_ready_s": all_served - ready_s,
@@ -332,8 +352,15 @@ async def replace(
         await asyncio.sleep(args.steady_seconds)
         stop.set()
         await traffic
-        rate = steady.requests / args.steady_seconds
-        print(f"steady traffic: {steady.requests} requests ({rate:.0f}/s), {steady.non2xx} non-2xx", flush=True)
+        capacity = steady.requests / args.steady_seconds
+        fleet.rate = capacity * args.load if args.load < 1 else 0
+        print(
+            f"steady traffic as fast as the two replicas answer: {steady.requests} requests ({capacity:.0f}/s), "
+            f"{steady.non2xx} non-2xx; the replacements run under "
+            + (f"{fleet.rate:.0f} requests/s ({args.load:.0%} of that)" if fleet.rate else "traffic as fast as that"),
+            flush=True,
+        )
+        fleet.capacity = capacity
         c, with_handover = await replace_one(fleet, b, "verifier-c", handover=not args.no_handover)
         results = [with_handover]
         if not args.no_compare:
@@ -375,7 +402,8 @@ def report(result: dict[str, float], args: argparse.Namespace, per_check: float,
     return (
         f"ready_s={result['ready_s']:.1f} all_served_s={result['all_served_s']:.1f} "
         f"served_after_ready_s={result['served_after_ready_s']:.1f} cached_at_ready={result['cached_at_ready']:.0f} "
-        f"sweep_per_s={result['sweep_per_s']:.0f} non2xx={result['non2xx']:.0f} "
+        f"sweep_per_s={result['sweep_per_s']:.0f} traffic_per_s={result['traffic_per_s']:.0f} "
+        f"non2xx={result['non2xx']:.0f} "
         f"requests={result['requests']:.0f} non2xx_pct={pct:.3f} new_bcrypt={result['new_bcrypt']:.0f} "
         f"new_bcrypt_cpu_s={result['new_bcrypt'] * per_check:.1f} new_cpu_s={result['new_cpu_s']:.1f} "
         f"new_rss_mb={result['new_rss_mb']:.0f} handed_over={result['handed_over']:.0f} "
@@ -395,6 +423,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=16, help="clients sending traffic on all keys")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--steady-seconds", type=float, default=10)
+    parser.add_argument(
+        "--load",
+        type=float,
+        default=0.5,
+        help="traffic during the replacements as a fraction of what the two replicas answered as fast as they "
+        "could (1: as fast as they can, leaving the new replica no spare CPU)",
+    )
     parser.add_argument("--baseline", action="store_true", help="the new replica gets no receipts")
     parser.add_argument("--no-preload", action="store_true", help="PMKEYS_PRELOAD_SECONDS=0 for the new replica")
     parser.add_argument("--no-handover", action="store_true", help="PMKEYS_HANDOVER=false for the first new replica")
@@ -428,7 +463,8 @@ def main() -> None:
         common = (
             f"keys={args.keys} cost={args.cost} baseline={int(args.baseline)} preload={int(not args.no_preload)} "
             f"drain_s={args.drain_seconds:g} endpoint_lag_s={args.endpoint_lag:g} "
-            f"bcrypt_cpu_without_receipts_s={args.keys * per_check:.0f}"
+            f"bcrypt_cpu_without_receipts_s={args.keys * per_check:.0f} "
+            f"capacity_per_s={results[0]['capacity_per_s']:.0f} load={args.load:g}"
         )
         figures = report(results[0], args, per_check, "with the hand-over" if not args.no_handover else "without")
         if len(results) == 1:
