@@ -45,6 +45,7 @@ from pmkeys.audit.lifecycle import audit_log
 from pmkeys.audit.records import Action, Actor, AuditEvent, Outcome
 from pmkeys.audit.store import AuditLog
 from pmkeys.config import AuditSettings
+from pmkeys.tasks import cancel_requested
 from pmkeys.tenantapikey import TIME_FORMAT
 
 logger = logging.getLogger(__name__)
@@ -250,7 +251,7 @@ class FailureRecorder:
         loop = asyncio.get_running_loop()
         next_write = loop.time() + self.every_seconds
         try:
-            while True:
+            while not cancel_requested():  # a cancel swallowed below still ends the loop
                 wait = min(self.tally.seconds_to_next_minute(), next_write - loop.time())
                 await asyncio.sleep(max(wait, 0.0) + 0.001)
                 self.tally.roll()
@@ -260,6 +261,7 @@ class FailureRecorder:
         except asyncio.CancelledError:
             await self.close()
             raise
+        await self.close()
 
     async def flush(self, *, everything: bool = False) -> int:
         events = self.tally.drain(everything=everything)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from pmkeys.audit.failures import FailureRecorder
 from pmkeys.keys.hashing import Hasher
+from pmkeys.tasks import cancel_requested, stop
 from pmkeys.vault.errors import VaultError
 from pmkeys.vault.records import KeyRecord
 from pmkeys.vault.store import KeyStore
@@ -120,11 +121,7 @@ class Lifecycle:
             self.watch.stop()
         if self.plan_watch is not None:
             self.plan_watch.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop(self._tasks)  # bounded: a task that swallows its cancel is left behind
         self._tasks.clear()
         if self.handover is not None:
             with contextlib.suppress(Exception):
@@ -154,7 +151,7 @@ class Lifecycle:
         self._tasks.append(asyncio.ensure_future(coro))
 
     async def _housekeeping(self) -> None:
-        while True:
+        while not cancel_requested():
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
             now = time.monotonic_ns() // 1000
             self._cache.sweep(now)
@@ -167,7 +164,7 @@ class Lifecycle:
         return self._redis.handover if self._redis is not None else None
 
     async def _handing_over(self, handover: RedisHandover) -> None:
-        while True:
+        while not cancel_requested():
             await asyncio.sleep(FLUSH_SECONDS)
             await handover.flush()
 
@@ -205,7 +202,7 @@ class Lifecycle:
     async def _probe_vault(self) -> None:
         """Keep :attr:`vault` current even when every key is cached: a pepper read every
         ``VAULT_PROBE_SECONDS``, every second during an outage (so recovery shows at once)."""
-        while True:
+        while not cancel_requested():
             await asyncio.sleep(1.0 if self.vault.down else VAULT_PROBE_SECONDS)
             if not self._peppers.answered:
                 continue  # the start-up retry loop is on it

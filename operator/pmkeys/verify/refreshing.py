@@ -38,9 +38,10 @@ the whole miss path (with the key in hand); a Vault that fails leaves the entry 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+
+from pmkeys.tasks import cancel_requested, stop
 
 logger = logging.getLogger(__name__)
 DEFAULT_PER_SECOND = 50.0
@@ -92,7 +93,7 @@ class Refresher:
         interval = 1.0 / self.per_second
         slots = asyncio.Semaphore(self.concurrency)
         try:
-            while True:
+            while not cancel_requested():
                 await slots.acquire()  # first: a digest leaves the queue only to be re-read at once
                 while not self._wanted:
                     self._wake.clear()
@@ -105,11 +106,7 @@ class Refresher:
                 self.started += 1
                 await asyncio.sleep(interval)
         finally:
-            for task in list(self._running):
-                task.cancel()
-            for task in list(self._running):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await stop(list(self._running))
 
     async def _one(self, refresh: Refresh, digest: str, slots: asyncio.Semaphore) -> None:
         try:

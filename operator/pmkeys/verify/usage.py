@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
+from pmkeys.tasks import cancel_requested
 from pmkeys.verify.ratelimit import REDIS_DOWN
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ class UsageFlusher:
         return self.ledgers.writes
 
     async def run(self) -> None:
-        while True:
+        while not cancel_requested():
             await asyncio.sleep(self.interval)
             try:
                 await self.flush()
