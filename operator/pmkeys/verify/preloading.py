@@ -135,18 +135,18 @@ class Preload:
         then read and remember every other record a receipt names (see the module docstring)."""
         if self.state != "waiting":
             return
-        assert self._receipts is not None
-        texts, listed = await asyncio.gather(
-            handover.listing() if handover and adopt else _nothing(), self._receipts.listing()
-        )
-        self.reached.add("fetched")
-        while not peppers.answered:
-            await asyncio.sleep(0.05)
-        opened = await self._unseal_all(texts, peppers) if adopt else {}
-        while not cacheable():
-            await asyncio.sleep(0.05)
-        self.state, self._started = "running", time.monotonic()
         try:
+            assert self._receipts is not None
+            texts, listed = await asyncio.gather(
+                handover.listing() if handover and adopt else _nothing(), self._receipts.listing()
+            )
+            self.reached.add("fetched")
+            while not peppers.answered:
+                await asyncio.sleep(0.05)
+            opened = await self._unseal_all(texts, peppers) if adopt else {}
+            while not cacheable():
+                await asyncio.sleep(0.05)
+            self.state, self._started = "running", time.monotonic()
             taken = await self._adopt_all(opened, adopt) if adopt else set()
             self.reached.add("seals")
             self.candidates = len(listed.keys() | taken)
@@ -157,7 +157,7 @@ class Preload:
                 vault.failed()
             self.state = "failed" if loading.failed else "done"
         finally:
-            if self.state == "running":
+            if self.state in ("waiting", "running"):  # an error, or cancelled: readiness waits no more
                 self.state = "failed"
             self._ended = time.monotonic()
         logger.info(
