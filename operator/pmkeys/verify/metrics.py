@@ -39,6 +39,8 @@ paths, whose number has no bound.
 ``pmkeys_verifier_preload_seconds``                how long the preload ran (so far)
 ``pmkeys_verifier_preload_finished``               1 once readiness no longer waits for the preload
 ``pmkeys_verifier_handover_seals_total``           records sealed in Redis for the next replica
+``pmkeys_verifier_refreshes_total{result}``        re-reads behind the request path, by result
+``pmkeys_verifier_refresh_backlog``                entries past their TTL waiting for a re-read behind
 =================================================  =====================================================
 """
 
