@@ -9,11 +9,11 @@ from pmkeys.verify.startup import StartupClock, process_age
 
 def test_each_check_is_noted_once_at_its_first_moment_and_ready_once_all_hold() -> None:
     clock = StartupClock()
-    clock.look({"vault": True, "watch": False}, extra={"seals": False})
+    clock.look({"vault": True, "watch": False})
     vault = clock.phases["vault"]
     assert "watch" not in clock.phases and "seals" not in clock.phases and not clock.done
     time.sleep(0.02)
-    clock.look({"vault": True, "watch": True}, extra={"seals": True})
+    clock.look({"vault": True, "watch": True}, reached={"seals"})
     assert clock.phases["vault"] == vault  # the first moment stays
     assert clock.phases["watch"] >= vault + 0.01
     assert clock.done and clock.phases["ready"] == clock.phases["watch"]
@@ -22,7 +22,7 @@ def test_each_check_is_noted_once_at_its_first_moment_and_ready_once_all_hold() 
 
 def test_a_fact_that_is_not_a_check_does_not_make_it_ready() -> None:
     clock = StartupClock()
-    clock.look({"preload": False}, extra={"seals": True})
+    clock.look({"preload": False}, reached={"seals"})
     assert "seals" in clock.phases and not clock.done
 
 

@@ -258,10 +258,8 @@ class FailureRecorder:
                 if loop.time() >= next_write or self.tally.held_minutes >= MAX_HELD_MINUTES:
                     next_write = loop.time() + self.every_seconds
                     await self.flush()
-        except asyncio.CancelledError:
+        finally:  # cancelled, or the loop saw a cancel swallowed below it
             await self.close()
-            raise
-        await self.close()
 
     async def flush(self, *, everything: bool = False) -> int:
         events = self.tally.drain(everything=everything)

@@ -317,7 +317,7 @@ class Lifecycle:
             checks["plans"] = self.plan_watch is not None and self.plan_watch.listed
             checks["fresh"] = not self.vault.down or self._watch_live()
         if not self.startup.done:
-            self.startup.look(checks, extra=dict.fromkeys(self.preload.reached, True))
+            self.startup.look(checks, reached=self.preload.reached)
         return checks
 
     @property

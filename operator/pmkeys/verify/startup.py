@@ -14,11 +14,12 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 logger = logging.getLogger(__name__)
 #: How often the checks are looked at until all hold (the figures' resolution).
 TICK_SECONDS = 0.05
+_IMPORTED = time.monotonic()
 
 
 def process_age() -> float:
@@ -31,9 +32,6 @@ def process_age() -> float:
         return max(0.0, up - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return time.monotonic() - _IMPORTED
-
-
-_IMPORTED = time.monotonic()
 
 
 class StartupClock:
@@ -54,12 +52,11 @@ class StartupClock:
     def done(self) -> bool:
         return "ready" in self.phases
 
-    def look(self, checks: dict[str, bool], *, extra: dict[str, bool] | None = None) -> None:
-        """Note the checks that hold now (and ``extra`` facts, such as the seals opened); once all
-        checks hold, ``ready``, and the whole start-up to the log."""
-        for name, holds in {**checks, **(extra or {})}.items():
-            if holds:
-                self.mark(name)
+    def look(self, checks: dict[str, bool], *, reached: Iterable[str] = ()) -> None:
+        """Note the checks that hold now (and the steps ``reached``, such as the seals fetched);
+        once all checks hold, ``ready``, and the whole start-up to the log."""
+        for name in [name for name, holds in checks.items() if holds] + list(reached):
+            self.mark(name)
         if all(checks.values()) and not self.done:
             self.mark("ready")
             logger.info("ready after %.1f s: %s", self.phases["ready"], self.describe())
